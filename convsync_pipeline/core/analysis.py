@@ -1,0 +1,76 @@
+"""What an analysis is (SPEC section 7) and what an analyser must do.
+
+`ModelVerdict` is what a model is asked to produce: plain typed fields only, because
+OpenAI's strict structured-output mode rejects dicts and defaults. `Analysis` is what is
+stored: the verdict plus who produced it and what it cost.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convsync_pipeline.core.document import Conversation
+
+PROMPT_VERSION = "2026-11-29.1"
+
+Sentiment = Literal["positive", "neutral", "negative"]
+Resolution = Literal["resolved", "unresolved", "unknown"]
+
+
+class ModelVerdict(BaseModel):
+    """The judgement about one conversation, as the model returns it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(description="One or two sentences on what the customer wanted and got.")
+    sentiment: Sentiment = Field(description="The customer's overall sentiment.")
+    sentimentScore: float = Field(ge=-1.0, le=1.0, description="-1 very negative .. 1 very positive")
+    topics: list[str] = Field(description="One to five short lower-case topic labels.")
+    intent: str = Field(description="The customer's main intent as a short snake_case label.")
+    resolution: Resolution = Field(description="Whether the customer's issue was resolved.")
+    escalationNeeded: bool = Field(description="True if a human or manager must step in.")
+
+
+class TokenUsage(BaseModel):
+    promptTokens: int = 0
+    completionTokens: int = 0
+    cachedTokens: int = 0
+    totalTokens: int = 0
+
+
+class Analysis(ModelVerdict):
+    """A validated verdict with its provenance; this is what `analysis` holds in a document."""
+
+    analyzer: str
+    model: str
+    promptVersion: str = PROMPT_VERSION
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class ConversationAnalysisError(Exception):
+    """This conversation could not be analysed; costs it one attempt (SPEC section 7)."""
+
+
+class SystemAnalysisError(Exception):
+    """The analyser as a whole cannot work (bad key, no quota, unknown model, unreachable).
+
+    Costs no attempt; the run stops with this message, which must say what to fix and must
+    never contain a secret.
+    """
+
+
+class Analyzer(Protocol):
+    """Something that analyses one conversation at a time, concurrently safe."""
+
+    name: str
+    model: str
+
+    async def analyze(self, conversation: Conversation) -> Analysis:
+        """Return a validated Analysis or raise one of the two errors above."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release network clients."""
+        ...

@@ -1,0 +1,59 @@
+"""The store layout (SPEC section 3): every key the pipeline reads or writes is built here."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+INCOMING = "incoming/"
+UPLOAD_SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson")
+
+_SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def document_key(date: str) -> str:
+    return f"conversations/{date}.json"
+
+
+def summary_key(date: str) -> str:
+    return f"summaries/{date}.json"
+
+
+def lock_key(date: str) -> str:
+    return f"locks/{date}.lock"
+
+
+def upload_id(upload_key: str, etag: str) -> str:
+    """A short stable name for one version of one upload (the same key re-uploaded differs)."""
+    return hashlib.sha256(f"{upload_key}\n{etag}".encode()).hexdigest()[:24]
+
+
+def upload_index_key(upload_key: str, etag: str) -> str:
+    """Marker that one upload version was parsed, staged and quarantined (exactly once)."""
+    return f"state/uploads/{upload_id(upload_key, etag)}.json"
+
+
+def staging_prefix(date: str) -> str:
+    return f"staging/{date}/"
+
+
+def staging_key(date: str, upload_key: str, etag: str) -> str:
+    return f"{staging_prefix(date)}{upload_id(upload_key, etag)}.json"
+
+
+def quarantine_key(upload_key: str, etag: str) -> str:
+    """Readable yet safe: odd characters and `..` in an upload key cannot escape the prefix."""
+    relative = upload_key[len(INCOMING) :] if upload_key.startswith(INCOMING) else upload_key
+    segments = [_SAFE_SEGMENT.sub("_", part) or "_" for part in relative.split("/")]
+    segments = ["_" if part in {".", ".."} else part for part in segments]
+    return f"quarantine/{'/'.join(segments)}.{upload_id(upload_key, etag)[:8]}.jsonl"
+
+
+def is_upload(key: str) -> bool:
+    """Whether an object under `incoming/` is an upload (by suffix, optionally `.gz`)."""
+    if not key.startswith(INCOMING) or key.endswith("/"):
+        return False
+    name = key.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(UPLOAD_SUFFIXES)

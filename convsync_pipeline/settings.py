@@ -1,0 +1,158 @@
+"""CONVSYNC_* environment variables -> one validated, immutable settings object.
+
+Every bad value is reported as a `SettingsError` naming the variable, at start-up, so a
+typo never surfaces as a strange failure in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict
+
+DEFAULT_STORE = "./convsync-store"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value convsync cannot use."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    store: str = DEFAULT_STORE
+    s3_endpoint_url: str | None = None
+    analyzer: str = "local"
+    openai_model: str = DEFAULT_OPENAI_MODEL
+    openai_base_url: str | None = None
+    timezone: str = "UTC"
+    start_date: dt.date = dt.date(2024, 1, 1)
+    max_attempts: int = 3
+    day_first: bool = False
+    lock_ttl_seconds: float = 60.0
+    lock_wait_seconds: float = 5.0
+    analysis_concurrency: int = 8
+    batch_size: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    request_timeout_seconds: float = 60.0
+    redact: bool = True
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every convsync variable from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+
+    store = _text(env, "CONVSYNC_STORE") or DEFAULT_STORE
+    if store.startswith("s3://") and len(store) <= len("s3://"):
+        raise SettingsError(f"CONVSYNC_STORE must name a bucket: s3://bucket[/prefix], got {store!r}")
+    if "://" in store and not store.startswith(("s3://", "file://")):
+        raise SettingsError(
+            f"CONVSYNC_STORE must be a path, a file:// URL or s3://bucket[/prefix], got {store!r}"
+        )
+
+    analyzer = _text(env, "CONVSYNC_ANALYZER")
+    if analyzer is None:
+        analyzer = "openai" if _text(env, "OPENAI_API_KEY") else "local"
+    analyzer = analyzer.lower()
+    if analyzer not in {"local", "openai"}:
+        raise SettingsError(f"CONVSYNC_ANALYZER must be 'local' or 'openai', got {analyzer!r}")
+    if analyzer == "openai" and not _text(env, "OPENAI_API_KEY"):
+        raise SettingsError("CONVSYNC_ANALYZER is 'openai' but OPENAI_API_KEY is not set")
+
+    timezone = _text(env, "CONVSYNC_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"CONVSYNC_TIMEZONE must be an IANA timezone such as 'UTC' or 'Europe/Berlin', "
+            f"got {timezone!r}"
+        ) from None
+
+    raw_start = _text(env, "CONVSYNC_START_DATE") or "2024-01-01"
+    try:
+        start_date = dt.date.fromisoformat(raw_start)
+    except ValueError:
+        raise SettingsError(
+            f"CONVSYNC_START_DATE must be a date as YYYY-MM-DD, got {raw_start!r}"
+        ) from None
+
+    date_order = (_text(env, "CONVSYNC_DATE_ORDER") or "month-first").lower()
+    if date_order not in {"month-first", "day-first"}:
+        raise SettingsError(
+            f"CONVSYNC_DATE_ORDER must be 'month-first' or 'day-first', got {date_order!r}"
+        )
+
+    batch_size = _int(env, "CONVSYNC_BATCH_SIZE", None, 1, 10_000_000)
+    return Settings(
+        store=store,
+        s3_endpoint_url=_text(env, "CONVSYNC_S3_ENDPOINT_URL"),
+        analyzer=analyzer,
+        openai_model=_text(env, "CONVSYNC_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
+        openai_base_url=_text(env, "OPENAI_BASE_URL"),
+        timezone=timezone,
+        start_date=start_date,
+        max_attempts=_int(env, "CONVSYNC_MAX_ATTEMPTS", 3, 1, 100),
+        day_first=date_order == "day-first",
+        lock_ttl_seconds=_float(env, "CONVSYNC_LOCK_TTL_SECONDS", 60.0, 1.0, 86_400.0),
+        lock_wait_seconds=_float(env, "CONVSYNC_LOCK_WAIT_SECONDS", 5.0, 0.0, 3_600.0),
+        analysis_concurrency=_int(env, "CONVSYNC_CONCURRENCY", 8, 1, 1_000),
+        batch_size=batch_size,
+        requests_per_minute=_int(env, "CONVSYNC_REQUESTS_PER_MINUTE", None, 1, 10_000_000),
+        tokens_per_minute=_int(env, "CONVSYNC_TOKENS_PER_MINUTE", None, 1, 1_000_000_000),
+        request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
+        redact=_bool(env, "CONVSYNC_REDACT", True),
+    )
