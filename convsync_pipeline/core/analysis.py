@@ -67,6 +67,14 @@ class Analyzer(Protocol):
     name: str
     model: str
 
+    async def preflight(self) -> None:
+        """Raise SystemAnalysisError now if the analyser cannot work at all (bad key, no model).
+
+        Called once per run before any conversation is marked `processing`, so a broken set-up
+        fails fast and costs no attempt.
+        """
+        ...
+
     async def analyze(self, conversation: Conversation) -> Analysis:
         """Return a validated Analysis or raise one of the two errors above."""
         ...
