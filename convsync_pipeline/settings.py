@@ -98,7 +98,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     store = _text(env, "CONVSYNC_STORE") or DEFAULT_STORE
     if store.startswith("s3://") and len(store) <= len("s3://"):
-        raise SettingsError(f"CONVSYNC_STORE must name a bucket: s3://bucket[/prefix], got {store!r}")
+        raise SettingsError(
+            f"CONVSYNC_STORE must name a bucket: s3://bucket[/prefix], got {store!r}"
+        )
     if "://" in store and not store.startswith(("s3://", "file://")):
         raise SettingsError(
             f"CONVSYNC_STORE must be a path, a file:// URL or s3://bucket[/prefix], got {store!r}"

@@ -26,7 +26,9 @@ class ModelVerdict(BaseModel):
 
     summary: str = Field(description="One or two sentences on what the customer wanted and got.")
     sentiment: Sentiment = Field(description="The customer's overall sentiment.")
-    sentimentScore: float = Field(ge=-1.0, le=1.0, description="-1 very negative .. 1 very positive")
+    sentimentScore: float = Field(
+        ge=-1.0, le=1.0, description="-1 very negative .. 1 very positive"
+    )
     topics: list[str] = Field(description="One to five short lower-case topic labels.")
     intent: str = Field(description="The customer's main intent as a short snake_case label.")
     resolution: Resolution = Field(description="Whether the customer's issue was resolved.")

@@ -35,7 +35,8 @@ class Conversation(_Model):
     ended_at: str = Field(alias="endedAt")
     messages: list[Message]
     source: str
-    processing_status: Status = Field(default="pending", alias="processingStatus")
+    # Required: a legacy document (no status) must be migrated, never guessed as pending.
+    processing_status: Status = Field(alias="processingStatus")
     retry_count: int = Field(default=0, alias="retryCount")
     processing_error: str | None = Field(default=None, alias="processingError")
     processed_at: str | None = Field(default=None, alias="processedAt")

@@ -76,8 +76,7 @@ class Store(Protocol):
         """The object's bytes, or None when there is no object at exactly `key`."""
         ...
 
-    def read_versioned(self, key: str) -> Versioned | None:
-        ...
+    def read_versioned(self, key: str) -> Versioned | None: ...
 
     def write(self, key: str, data: bytes) -> None:
         """Unconditional write, for derived objects (summaries, staging, quarantine)."""

@@ -1,0 +1,47 @@
+"""The `convsync` command: each sub-command lives in its own module with a `register`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from convsync_pipeline.settings import SettingsError
+from convsync_pipeline.store.base import StoreError
+
+COMMAND_MODULES = ("demo", "upload", "operations")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convsync",
+        description="Keep conversation exports in blob storage in sync with their AI analysis.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"convsync_pipeline.cli.{name}").register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (CommandError, SettingsError, StoreError) as error:
+        print(f"convsync: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("convsync: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

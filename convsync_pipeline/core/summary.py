@@ -1,0 +1,101 @@
+"""The daily summary `summaries/D.json` (SPEC section 8), computed from one document version."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from convsync_pipeline.core.dates import utc_now_iso
+from convsync_pipeline.core.document import DateDocument, StatusSummary
+
+TOP_TOPICS = 10
+
+
+class TopicCount(BaseModel):
+    topic: str
+    count: int
+
+
+class MessageStats(BaseModel):
+    mean: float = 0.0
+    median: float = 0.0
+    max: int = 0
+
+
+class DailySummary(BaseModel):
+    date: str
+    documentVersion: int
+    generatedAt: str
+    summary: StatusSummary
+    processedCount: int
+    successRate: float | None = Field(description="success / total; null for an empty day")
+    sentiment: dict[str, int]
+    meanSentimentScore: float | None
+    topTopics: list[TopicCount]
+    resolution: dict[str, float]
+    escalationRate: float | None
+    escalations: int
+    messagesPerConversation: MessageStats
+    tokens: dict[str, int]
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def build_daily_summary(document: DateDocument) -> DailySummary:
+    """Aggregate what the analysed conversations say; only `success` ones carry an analysis."""
+    counts = document.count_statuses()
+    analyses = [
+        c.analysis
+        for c in document.conversations
+        if c.processing_status == "success" and isinstance(c.analysis, dict)
+    ]
+    sentiment = Counter({"positive": 0, "neutral": 0, "negative": 0})
+    sentiment.update(str(a.get("sentiment")) for a in analyses if a.get("sentiment"))
+    scores = [
+        float(a["sentimentScore"])
+        for a in analyses
+        if isinstance(a.get("sentimentScore"), int | float)
+    ]
+    topics = Counter(
+        str(topic).lower() for a in analyses for topic in (a.get("topics") or []) if topic
+    )
+    resolutions = Counter(str(a.get("resolution", "unknown")) for a in analyses)
+    escalations = sum(1 for a in analyses if a.get("escalationNeeded") is True)
+    tokens = Counter[str]()
+    for a in analyses:
+        usage = a.get("usage") or {}
+        for name in ("promptTokens", "completionTokens", "cachedTokens", "totalTokens"):
+            value = usage.get(name)
+            if isinstance(value, int):
+                tokens[name] += value
+    sizes = [len(c.messages) for c in document.conversations]
+    return DailySummary(
+        date=document.date,
+        documentVersion=document.version,
+        generatedAt=utc_now_iso(),
+        summary=counts,
+        processedCount=counts.success,
+        successRate=_ratio(counts.success, counts.total),
+        sentiment=dict(sentiment),
+        meanSentimentScore=round(statistics.fmean(scores), 4) if scores else None,
+        topTopics=[TopicCount(topic=t, count=n) for t, n in topics.most_common(TOP_TOPICS)],
+        resolution={
+            name: _ratio(resolutions[name], len(analyses)) or 0.0
+            for name in ("resolved", "unresolved", "unknown")
+        },
+        escalationRate=_ratio(escalations, len(analyses)),
+        escalations=escalations,
+        messagesPerConversation=MessageStats(
+            mean=round(statistics.fmean(sizes), 3) if sizes else 0.0,
+            median=float(statistics.median(sizes)) if sizes else 0.0,
+            max=max(sizes, default=0),
+        ),
+        tokens={
+            name: tokens[name]
+            for name in ("promptTokens", "completionTokens", "cachedTokens", "totalTokens")
+        },
+    )

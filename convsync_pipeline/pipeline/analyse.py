@@ -1,0 +1,221 @@
+"""One analysis pass over a date, under its lock, with exact attempt accounting (SPEC 7).
+
+The pass runs a sliding window of at most `concurrency` requests. Before a conversation is
+sent it is saved as `processing`; each result is folded in by the status machine and saved
+with the next window refill, so a crash loses only the conversations in flight, and those are
+counted as one attempt by whoever takes the lock next. A system failure puts everything in
+flight back to `pending` untouched and stops the pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from convsync_pipeline.core import status
+from convsync_pipeline.core.analysis import (
+    Analysis,
+    Analyzer,
+    ConversationAnalysisError,
+    SystemAnalysisError,
+    TokenUsage,
+)
+from convsync_pipeline.core.document import Conversation
+from convsync_pipeline.core.priority import urgency
+from convsync_pipeline.pipeline.documents import LoadedDocument, load_document, save_document
+from convsync_pipeline.settings import Settings
+from convsync_pipeline.store.base import Lease, Store
+
+log = logging.getLogger("convsync")
+
+
+class AnalysisSystemError(Exception):
+    """The analyser cannot work at all; nothing was charged an attempt. Message says what to fix."""
+
+
+@dataclass
+class AnalysisReport:
+    date: str
+    analyzer: str = ""
+    model: str = ""
+    recovered_interrupted: int = 0
+    selected: int = 0
+    succeeded: int = 0
+    failed_attempts: int = 0
+    newly_failed: int = 0
+    still_due: int = 0
+    deferred: int = 0  # due, but beyond batch_size: left for the next run
+    saves: int = 0
+    seconds: float = 0.0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    errors: Counter[str] = field(default_factory=Counter)
+    version: int = 0
+
+    @property
+    def needs_retry(self) -> bool:
+        """Conversations failed this pass but have attempts left: the step should retry."""
+        return self.still_due > 0 and self.failed_attempts > 0
+
+
+class _Pass:
+    """Mutable state of one pass: the conversations, the stored version and the counters."""
+
+    def __init__(self, store: Store, loaded: LoadedDocument, lease: Lease, report: AnalysisReport):
+        self.store = store
+        self.loaded = loaded
+        self.lease = lease
+        self.report = report
+        self.conversations: list[Conversation] = list(loaded.document.conversations)
+        self.dirty = False
+
+    def update(self, index: int, conversation: Conversation) -> None:
+        self.conversations[index] = conversation
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        document = self.loaded.document.model_copy(update={"conversations": self.conversations})
+        self.loaded = save_document(self.store, self.loaded, document, self.lease)
+        self.conversations = list(self.loaded.document.conversations)
+        self.report.saves += 1
+        self.dirty = False
+
+
+def analyse_date(
+    store: Store,
+    settings: Settings,
+    make_analyzer: Callable[[], Analyzer],
+    date: str,
+    owner: str,
+) -> AnalysisReport:
+    """Hold the date lock for the whole pass; return what happened."""
+    started = time.monotonic()
+    with store.date_lock(
+        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
+    ) as lease:
+        report = AnalysisReport(date=date)
+        run = _Pass(store, load_document(store, date), lease, report)
+        try:
+            asyncio.run(_analyse(run, settings, make_analyzer))
+        finally:
+            report.seconds = round(time.monotonic() - started, 3)
+            report.version = run.loaded.document.version
+        return report
+
+
+def _recover_interrupted(run: _Pass, max_attempts: int) -> None:
+    for index, conversation in enumerate(run.conversations):
+        if conversation.processing_status == "processing":
+            run.update(index, status.recover_interrupted(conversation, max_attempts))
+            run.report.recovered_interrupted += 1
+            run.report.failed_attempts += 1
+            if run.conversations[index].processing_status == "failed":
+                run.report.newly_failed += 1
+
+
+def _select(run: _Pass, settings: Settings) -> list[int]:
+    due = [i for i, c in enumerate(run.conversations) if status.is_due(c, settings.max_attempts)]
+    due.sort(key=lambda i: -urgency(run.conversations[i]))  # stable: document order otherwise
+    if settings.batch_size is not None and len(due) > settings.batch_size:
+        run.report.deferred = len(due) - settings.batch_size
+        due = due[: settings.batch_size]
+    run.report.selected = len(due)
+    return due
+
+
+async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], Analyzer]) -> None:
+    _recover_interrupted(run, settings.max_attempts)
+    run.save()
+    queue = _select(run, settings)
+    if not queue:
+        return
+    analyzer = make_analyzer()
+    run.report.analyzer, run.report.model = analyzer.name, analyzer.model
+    try:
+        try:
+            await analyzer.preflight()
+        except SystemAnalysisError as error:
+            raise AnalysisSystemError(str(error)) from None
+        await _window(run, settings, analyzer, queue)
+    finally:
+        await analyzer.aclose()
+        run.report.still_due = (
+            sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
+            - run.report.deferred
+        )
+
+
+async def _window(run: _Pass, settings: Settings, analyzer: Analyzer, queue: list[int]) -> None:
+    concurrency = settings.analysis_concurrency
+    refill_at = max(1, math.ceil(concurrency / 8))  # fewer saves, nearly full window
+    waiting = list(reversed(queue))
+    in_flight: dict[asyncio.Task[Analysis], int] = {}
+    system_error: SystemAnalysisError | None = None
+    while True:
+        free = concurrency - len(in_flight)
+        starting: list[int] = []
+        if system_error is None and waiting and (not in_flight or free >= refill_at):
+            while waiting and len(starting) < free:
+                starting.append(waiting.pop())
+            for index in starting:
+                run.update(index, status.begin_attempt(run.conversations[index]))
+        if starting or (run.dirty and not in_flight):
+            await asyncio.to_thread(run.save)
+        for index in starting:
+            task = asyncio.create_task(analyzer.analyze(run.conversations[index]))
+            in_flight[task] = index
+        if not in_flight:
+            break
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            index = in_flight.pop(task)
+            outcome = _fold(run, index, task, settings.max_attempts)
+            if isinstance(outcome, SystemAnalysisError) and system_error is None:
+                system_error = outcome  # start nothing more; let what was sent finish honestly
+    if system_error is not None:
+        raise AnalysisSystemError(str(system_error))
+
+
+def _fold(
+    run: _Pass, index: int, task: asyncio.Task[Analysis], max_attempts: int
+) -> SystemAnalysisError | None:
+    """Apply one finished request to its conversation through the status machine."""
+    conversation = run.conversations[index]
+    report = run.report
+    if task.cancelled():
+        run.update(index, status.release_unattempted(conversation))
+        return None
+    error = task.exception()
+    if error is None:
+        analysis = task.result()
+        run.update(index, status.record_success(conversation, analysis.model_dump()))
+        report.succeeded += 1
+        usage = analysis.usage
+        report.usage = TokenUsage(
+            promptTokens=report.usage.promptTokens + usage.promptTokens,
+            completionTokens=report.usage.completionTokens + usage.completionTokens,
+            cachedTokens=report.usage.cachedTokens + usage.cachedTokens,
+            totalTokens=report.usage.totalTokens + usage.totalTokens,
+        )
+        return None
+    if isinstance(error, SystemAnalysisError):
+        run.update(index, status.release_unattempted(conversation))
+        return error
+    if isinstance(error, ConversationAnalysisError):
+        message = str(error)
+    else:  # a bug or an unexpected library error: still one failed attempt, with its cause kept
+        message = f"unexpected {type(error).__name__}: {error}"
+        log.warning("analysis of %s failed unexpectedly: %s", conversation.id, message)
+    updated = status.record_failure(conversation, message, max_attempts)
+    run.update(index, updated)
+    report.failed_attempts += 1
+    report.errors[message[:120]] += 1
+    if updated.processing_status == "failed":
+        report.newly_failed += 1
+    return None

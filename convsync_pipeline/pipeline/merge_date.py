@@ -1,0 +1,63 @@
+"""Staged conversations of one date -> its date document, under the date lock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from convsync_pipeline.core.conversations import merge_conversations
+from convsync_pipeline.core.document import dump_json
+from convsync_pipeline.pipeline.documents import load_document, save_document
+from convsync_pipeline.pipeline.ingest import merged_marker_key, staged_batches
+from convsync_pipeline.settings import Settings
+from convsync_pipeline.store.base import Store
+
+
+@dataclass
+class MergeReport:
+    date: str
+    uploads_merged: list[str] = field(default_factory=list)
+    added: int = 0
+    already_present: int = 0
+    already_present_ids: list[str] = field(default_factory=list)
+    total: int = 0
+    version: int = 0
+    wrote: bool = False
+
+
+def _merged_keys(store: Store, date: str) -> list[str]:
+    data = store.read(merged_marker_key(date))
+    return [] if data is None else list(json.loads(data)["staged"])
+
+
+def merge_date(store: Store, settings: Settings, date: str, owner: str) -> MergeReport:
+    """Merge what is staged for `date` and not merged yet; an untouched day gets an empty document.
+
+    The document is saved only when something is new, so re-running changes nothing, not even
+    the version. The merged-marker is written after the document: a crash in between merely
+    merges the same batches again, which the merge turns into "already present".
+    """
+    with store.date_lock(
+        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
+    ) as lease:
+        loaded = load_document(store, date)
+        merged = _merged_keys(store, date)
+        fresh = staged_batches(store, date, skip=frozenset(merged))
+        outcome = merge_conversations(loaded.document, [batch for _, batch in fresh])
+        report = MergeReport(
+            date=date,
+            uploads_merged=sorted({batch.upload for _, batch in fresh}),
+            added=len(outcome.added),
+            already_present=len(outcome.already_present),
+            already_present_ids=outcome.already_present[:50],
+        )
+        if outcome.changed or loaded.token is None:
+            loaded = save_document(store, loaded, outcome.document, lease)
+            report.wrote = True
+        if fresh:
+            lease.ensure_held()
+            keys = sorted({*merged, *(key for key, _ in fresh)})
+            store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
+        report.total = len(loaded.document.conversations)
+        report.version = loaded.document.version
+        return report

@@ -1,0 +1,34 @@
+"""The daily schedule: complete the previous day shortly after midnight in CONVSYNC_TIMEZONE.
+
+With `end_offset=1` `build_schedule_from_partitioned_job` would request today, so the key is
+computed here from the tick's own time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dagster import RunRequest, ScheduleEvaluationContext, schedule
+
+from convsync_pipeline.jobs import convsync_daily_job
+from convsync_pipeline.settings import Settings
+
+
+def previous_day(moment: dt.datetime, settings: Settings) -> str:
+    local = moment.astimezone(settings.tz) if moment.tzinfo else moment.replace(tzinfo=settings.tz)
+    return (local.date() - dt.timedelta(days=1)).isoformat()
+
+
+def build_daily_schedule(settings: Settings):
+    @schedule(
+        name="convsync_daily_schedule",
+        cron_schedule="15 0 * * *",
+        job=convsync_daily_job,
+        execution_timezone=settings.timezone,
+    )
+    def convsync_daily_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        moment = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        date = previous_day(moment, settings)
+        return RunRequest(run_key=f"scheduled:{date}", partition_key=date)
+
+    return convsync_daily_schedule

@@ -1,0 +1,253 @@
+"""The folder backend: the same keys as S3, laid out as files under one root.
+
+Writes go to a temp file in the same directory, are fsynced and `os.replace`d into place, so
+a reader never sees half a document. Compare-and-swap holds an `flock` on a per-key lock
+file while it checks the token, and the date lock is an `flock` on `locks/D.lock`, a file
+that is never replaced: the kernel frees it when its holder dies, so a killed process can
+never leave a date stuck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from convsync_pipeline.core.dates import utc_now_iso
+from convsync_pipeline.core.keys import lock_key
+from convsync_pipeline.store.base import (
+    ConflictError,
+    DateLockedError,
+    LeaseLostError,
+    ObjectInfo,
+    StoreError,
+    Versioned,
+    check_key,
+)
+
+log = logging.getLogger("convsync")
+
+_TEMP_MARK = ".convsync-tmp-"
+_CAS_DIR = "state/cas"
+
+
+def _token(stat: os.stat_result) -> str:
+    """A new inode comes with every replace, so inode+mtime+size changes on every write."""
+    return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class LocalLease:
+    date: str
+    owner: str
+    generation: int
+    path: Path
+    inode: int
+
+    def ensure_held(self) -> None:
+        """The flock lives as long as our descriptor; only a removed lock file can break it."""
+        try:
+            current = self.path.stat().st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != self.inode:
+            raise LeaseLostError(f"the lock file for {self.date} was removed or replaced")
+
+
+class LocalStore:
+    """A store rooted at a local folder (`CONVSYNC_STORE=/path` or `file:///path`)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the store folder {self.root} ({error.strerror}): "
+                "set CONVSYNC_STORE to a writable folder"
+            ) from None
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes | None:
+        found = self.read_versioned(key)
+        return None if found is None else found.data
+
+    def read_versioned(self, key: str) -> Versioned | None:
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                return Versioned(data=handle.read(), token=_token(stat))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def _current_token(self, path: Path) -> str | None:
+        try:
+            return _token(path.stat())
+        except FileNotFoundError:
+            return None
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, key: str, data: bytes) -> None:
+        self._replace(self._path(key), data)
+
+    def _replace(self, path: Path, data: bytes) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
+        try:
+            with temp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        _fsync_dir(path.parent)
+        return _token(path.stat())
+
+    def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
+        path = self._path(key)
+        guard = self.root.joinpath(
+            *_CAS_DIR.split("/"), hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+        )
+        guard.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = self._current_token(path)
+            if current != expected:
+                raise ConflictError(key, "it already exists" if expected is None else "")
+            return self._replace(path, data)
+        finally:
+            os.close(fd)
+
+    # -- listing -------------------------------------------------------------------------
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        directory, _, _ = prefix.rpartition("/")
+        base = self.root.joinpath(*directory.split("/")) if directory else self.root
+        if not base.is_dir():
+            return
+        found: list[tuple[str, os.stat_result]] = []
+        for folder, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            relative = Path(folder).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith(_TEMP_MARK):
+                    continue
+                key = name if relative == "." else f"{relative}/{name}"
+                if not key.startswith(prefix) or (start_after and key <= start_after):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((key, os.stat(os.path.join(folder, name))))
+        for key, stat in sorted(found, key=lambda item: item[0]):
+            yield ObjectInfo(
+                key=key,
+                size=stat.st_size,
+                last_modified=dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
+                etag=_token(stat),
+            )
+
+    # -- the date lock -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def date_lock(
+        self, date: str, owner: str, *, ttl_seconds: float, wait_seconds: float
+    ) -> Iterator[LocalLease]:
+        """`ttl_seconds` is unused here: the kernel ends the lease when the holder dies."""
+        path = self._path(lock_key(date))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._flock_within(fd, path, date, wait_seconds)
+            previous = _read_lock_body(path)
+            generation = int(previous.get("generation", 0)) + 1
+            _rewrite(
+                fd,
+                {
+                    "state": "held",
+                    "owner": owner,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": utc_now_iso(),
+                    "generation": generation,
+                },
+            )
+            lease = LocalLease(date, owner, generation, path, os.fstat(fd).st_ino)
+            try:
+                yield lease
+            finally:
+                _rewrite(
+                    fd, {"state": "free", "generation": generation, "releasedAt": utc_now_iso()}
+                )
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _flock_within(self, fd: int, path: Path, date: str, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.02
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            if time.monotonic() >= deadline:
+                log.warning("[Lock] Failed to acquire lock for %s", date)
+                raise DateLockedError(date, _describe_holder(_read_lock_body(path)))
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+
+def _read_lock_body(path: Path) -> dict[str, object]:
+    try:
+        body = json.loads(path.read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _rewrite(fd: int, body: dict[str, object]) -> None:
+    data = json.dumps(body).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+
+
+def _describe_holder(body: dict[str, object]) -> str:
+    if body.get("state") != "held":
+        return "another process (it is just starting)"
+    return (
+        f"run {body.get('owner', '?')} (pid {body.get('pid', '?')} on {body.get('host', '?')}, "
+        f"since {body.get('since', '?')})"
+    )
