@@ -39,7 +39,7 @@ from convsync_pipeline.store.base import (
 log = logging.getLogger("convsync")
 
 _TEMP_MARK = ".convsync-tmp-"
-_CAS_DIR = "state/cas"
+_INTERNAL_DIR = ".convsync"  # per-key CAS guards; never listed, not part of the key space
 
 
 def _token(stat: os.stat_result) -> str:
@@ -119,6 +119,15 @@ class LocalStore:
         self._replace(self._path(key), data)
 
     def _replace(self, path: Path, data: bytes) -> str:
+        try:
+            return self._replace_or_raise(path, data)
+        except OSError as error:
+            raise StoreError(
+                f"cannot write {path.relative_to(self.root).as_posix()} under {self.root}: "
+                f"{error.strerror or error}"
+            ) from None
+
+    def _replace_or_raise(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
@@ -136,8 +145,11 @@ class LocalStore:
 
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         path = self._path(key)
-        guard = self.root.joinpath(
-            *_CAS_DIR.split("/"), hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+        guard = (
+            self.root
+            / _INTERNAL_DIR
+            / "cas"
+            / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
         )
         guard.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o644)
@@ -159,6 +171,8 @@ class LocalStore:
             return
         found: list[tuple[str, os.stat_result]] = []
         for folder, dirnames, filenames in os.walk(base):
+            if Path(folder) == self.root and _INTERNAL_DIR in dirnames:
+                dirnames.remove(_INTERNAL_DIR)
             dirnames.sort()
             relative = Path(folder).relative_to(self.root).as_posix()
             for name in filenames:
@@ -224,7 +238,7 @@ class LocalStore:
                     raise
             if time.monotonic() >= deadline:
                 log.warning("[Lock] Failed to acquire lock for %s", date)
-                raise DateLockedError(date, _describe_holder(_read_lock_body(path)))
+                raise DateLockedError(date, _describe_holder(_read_holder(path)))
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
 
@@ -235,6 +249,16 @@ def _read_lock_body(path: Path) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _read_holder(path: Path) -> dict[str, object]:
+    """The holder rewrites its body in place on acquire; retry briefly past that instant."""
+    for _ in range(5):
+        body = _read_lock_body(path)
+        if body.get("state") == "held":
+            return body
+        time.sleep(0.01)
+    return body
 
 
 def _rewrite(fd: int, body: dict[str, object]) -> None:

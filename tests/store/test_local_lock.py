@@ -44,9 +44,9 @@ def test_second_process_gets_a_conflict_naming_date_and_holder(tmp_path, caplog)
     holder = start_holder(tmp_path, "run-holder-1", 30)
     try:
         store = LocalStore(tmp_path)
-        with pytest.raises(DateLockedError) as raised:
-            with store.date_lock("2026-02-11", "run-2", ttl_seconds=60, wait_seconds=0.3):
-                pass
+        lock = store.date_lock("2026-02-11", "run-2", ttl_seconds=60, wait_seconds=0.3)
+        with pytest.raises(DateLockedError) as raised, lock:
+            pass
         message = str(raised.value)
         assert "2026-02-11" in message
         assert "run-holder-1" in message
