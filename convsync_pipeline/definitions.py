@@ -9,6 +9,7 @@ from dagster import Definitions, in_process_executor
 
 from convsync_pipeline.assets.analysis import build_analysis_asset
 from convsync_pipeline.assets.ingest import build_ingest_assets
+from convsync_pipeline.assets.operations import build_operations_definitions
 from convsync_pipeline.assets.summary import build_summary_asset
 from convsync_pipeline.jobs import convsync_daily_job
 from convsync_pipeline.resources.convsync import ConvsyncResource
@@ -28,9 +29,10 @@ def build_assets(settings: Settings) -> list:
 def build_definitions(settings: Settings) -> Definitions:
     """The four steps run in one process: they are sequential, and a process per step costs
     ~1.5 s each (NOTES), far more than the work of a typical day."""
+    operations = build_operations_definitions(settings)
     return Definitions(
-        assets=build_assets(settings),
-        jobs=[convsync_daily_job],
+        assets=[*build_assets(settings), *operations["assets"]],
+        jobs=[convsync_daily_job, *operations["jobs"]],
         schedules=[build_daily_schedule(settings)],
         sensors=[build_upload_sensor(settings)],
         resources={"convsync": ConvsyncResource.from_settings(settings)},

@@ -4,7 +4,6 @@ With `end_offset=1` `build_schedule_from_partitioned_job` would request today, s
 computed here from the tick's own time.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

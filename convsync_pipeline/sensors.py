@@ -8,7 +8,6 @@ shared ingest (parse once, stage, quarantine, index); the runs it requests then 
 upload already ingested. Run keys `<upload id>:<date>` make a repeated request a no-op.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import json
@@ -41,7 +40,7 @@ class UploadCursor:
         return json.dumps({"watermark": mark, "handled": self.handled}, sort_keys=True)
 
     @classmethod
-    def decode(cls, text: str | None) -> UploadCursor:
+    def decode(cls, text: str | None) -> "UploadCursor":
         if not text:
             return cls()
         body = json.loads(text)

@@ -1,6 +1,5 @@
 """`ai_analysis`: one pass over the date's due conversations, retried by Dagster's policy."""
 
-from __future__ import annotations
 
 from dagster import (
     AssetCheckResult,

@@ -1,6 +1,5 @@
 """`raw_conversations` and `normalized_conversations`: uploads in, date document merged."""
 
-from __future__ import annotations
 
 from dagster import (
     AssetExecutionContext,

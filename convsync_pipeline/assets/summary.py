@@ -1,6 +1,5 @@
 """`daily_summary`: `summaries/D.json` and numbers the UI can plot across partitions."""
 
-from __future__ import annotations
 
 from dagster import (
     AssetCheckResult,

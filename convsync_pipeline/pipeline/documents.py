@@ -37,13 +37,14 @@ def load_document(store: Store, date: str) -> LoadedDocument:
     try:
         document = DateDocument.from_json_bytes(found.data)
     except ValidationError as error:
-        if any(e["loc"][-1] == "processingStatus" for e in error.errors()):
+        if any(e["loc"] and e["loc"][-1] == "processingStatus" for e in error.errors()):
             raise CorruptDocumentError(
                 f"{key} is a legacy document without processingStatus: run `convsync migrate`"
             ) from None
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
         raise CorruptDocumentError(
-            f"{key} is not a valid date document: {error.errors()[0]['msg']} at "
-            f"{'.'.join(str(part) for part in error.errors()[0]['loc'])}"
+            f"{key} is not a valid date document: {first['msg']} at {where}"
         ) from None
     if document.date != date:
         raise CorruptDocumentError(f"{key} holds the document of {document.date}, not {date}")

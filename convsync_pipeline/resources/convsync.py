@@ -6,7 +6,6 @@ a field: the SDK reads OPENAI_API_KEY from the environment, so it never enters r
 the event log or the UI.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 
@@ -37,7 +36,7 @@ class ConvsyncResource(ConfigurableResource):
     redact: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConvsyncResource:
+    def from_settings(cls, settings: Settings) -> "ConvsyncResource":
         return cls(**settings.model_dump(mode="json"))
 
     def settings(self) -> Settings:

@@ -23,7 +23,7 @@ def sensor_env(store_factory):
     store = store_factory()
     settings = settings_for(store_factory.env(store))
     definitions = build_definitions(settings)
-    sensor = definitions.get_sensor_def("new_upload_sensor")
+    sensor = definitions.resolve_sensor_def("new_upload_sensor")
     resource = ConvsyncResource.from_settings(settings)
     instance = DagsterInstance.ephemeral()
 
@@ -99,8 +99,12 @@ def test_non_uploads_and_dates_outside_the_partitions_are_not_requested(sensor_e
 )
 def test_schedule_requests_the_previous_day(tmp_path, timezone, tick_time, expected):
     settings = settings_for({"CONVSYNC_STORE": str(tmp_path), "CONVSYNC_TIMEZONE": timezone})
-    schedule = build_definitions(settings).get_schedule_def("convsync_daily_schedule")
+    definitions = build_definitions(settings)
+    schedule = definitions.resolve_schedule_def("convsync_daily_schedule")
     assert schedule.execution_timezone == timezone
-    request = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=tick_time))
+    context = build_schedule_context(
+        scheduled_execution_time=tick_time, repository_def=definitions.get_repository_def()
+    )
+    request = schedule.evaluate_tick(context)
     (run,) = request.run_requests
     assert run.partition_key == expected

@@ -1,0 +1,387 @@
+"""`convsync status | failed | requeue | migrate | report`: thin shells over `operations`.
+
+Each handler parses its arguments, calls one operation and prints; all the logic (and every
+write) lives in `convsync_pipeline.operations`, shared with the Dagster side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from convsync_pipeline.operations import (
+    DocumentProblem,
+    OperationError,
+    check_range,
+    owner_id,
+    parse_date,
+    stored_dates,
+)
+from convsync_pipeline.resources.convsync import open_store
+from convsync_pipeline.settings import load_settings
+
+MANY_DATES = 30
+"""From this many dates on, progress is shown even when stderr is not a terminal."""
+ERROR_CHARS = 60
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    status = commands.add_parser(
+        "status", help="counts per date, and notes on anything inconsistent"
+    )
+    status.add_argument("date", nargs="?", metavar="DATE", help="one date (default: all)")
+    status.set_defaults(handler=_status)
+
+    failed = commands.add_parser(
+        "failed",
+        help="list failed conversations (the dead letters)",
+        description="List failed conversations. Exits 1 if a document could not be read.",
+    )
+    failed.add_argument("date", nargs="?", metavar="DATE", help="one date (default: all)")
+    _range_arguments(failed)
+    failed.add_argument("--json", action="store_true", help="print a JSON list")
+    failed.set_defaults(handler=_failed)
+
+    requeue = commands.add_parser(
+        "requeue", help="give failed conversations of DATE a fresh set of attempts"
+    )
+    requeue.add_argument("date", metavar="DATE")
+    requeue.add_argument(
+        "--id",
+        dest="ids",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="only these conversations (default: every failed one of DATE)",
+    )
+    requeue.set_defaults(handler=_requeue)
+
+    migrate = commands.add_parser(
+        "migrate", help="add processingStatus & co. to legacy date documents"
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="show what would change; take no lock, write nothing"
+    )
+    migrate.set_defaults(handler=_migrate)
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report with charts (opens offline)"
+    )
+    _range_arguments(report)
+    report.add_argument("--out", type=Path, default=Path("report.html"), metavar="FILE")
+    report.set_defaults(handler=_report)
+
+
+def _range_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", metavar="D", help="first date, YYYY-MM-DD")
+    parser.add_argument("--to", dest="end", metavar="D", help="last date, YYYY-MM-DD")
+
+
+def _user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """An OperationError is the user's to fix: one line, exit 1 (through CommandError)."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from convsync_pipeline.cli import CommandError
+
+        try:
+            return handler(args)
+        except OperationError as error:
+            raise CommandError(str(error)) from None
+
+    return wrapped
+
+
+# -- output helpers ---------------------------------------------------------------------
+
+
+class ProgressLine:
+    """A progress bar on stderr: redrawn in place on a terminal; elsewhere, when there are
+    many dates, one plain line per tenth so logs stay readable."""
+
+    width = 24
+
+    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int, item: str) -> None:
+        if self.tty:
+            filled = round(self.width * done / total) if total else self.width
+            bar = "#" * filled + "." * (self.width - filled)
+            self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {item[:28]:<28}")
+            self.stream.flush()
+            self.drawn = True
+        elif total >= MANY_DATES:
+            tenth = done * 10 // total
+            if tenth != self.last_tenth:
+                self.last_tenth = tenth
+                print(f"{self.label}: {done}/{total} ({item})", file=self.stream, flush=True)
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self.drawn:
+            self.stream.write("\r" + " " * (len(self.label) + self.width + 45) + "\r")
+            self.stream.flush()
+
+
+def _text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned columns; numbers to the right."""
+    cells = [[str(c) for c in headers], *[[_cell(c) for c in row] for row in rows]]
+    numeric = [
+        all(isinstance(row[i], int) or row[i] in {"-", ""} for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _clip(text: str | None, limit: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _warn(message: str) -> None:
+    print(f"convsync: warning: {message}", file=sys.stderr)
+
+
+def _no_document(problems: Sequence[DocumentProblem], date: str) -> None:
+    from convsync_pipeline.cli import CommandError
+
+    if problems:
+        problem = problems[0]
+        if problem.reason == "no such document":
+            raise CommandError(f"no date document for {date} ({problem.key})")
+        raise CommandError(str(problem))
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+@_user_errors
+def _status(args: argparse.Namespace) -> int:
+    from convsync_pipeline.operations.status import collect_status
+
+    settings = load_settings()
+    date = parse_date(args.date) if args.date else None
+    store = open_store(settings)
+    dates = [date] if date else stored_dates(store)
+    if not dates:
+        print(f"no date documents in {store.url}")
+        return 0
+    with ProgressLine("status") as progress:
+        report = collect_status(store, settings, dates, owner=owner_id("status"), progress=progress)
+    if date and report.dates[0].problem is not None:
+        _no_document([report.dates[0].problem], date)
+    rows = []
+    for row in report.dates:
+        if row.counts is None:
+            rows.append([row.date, "-", "-", "-", "-", "-", "-", "-", "unreadable"])
+            continue
+        c = row.counts
+        rows.append(
+            [
+                row.date,
+                c.total,
+                c.pending,
+                c.processing,
+                c.success,
+                c.failed,
+                row.processed_count,
+                row.version,
+                row.updated_at or "-",
+            ]
+        )
+    totals = report.totals
+    rows.append(
+        [
+            "TOTAL",
+            totals.total,
+            totals.pending,
+            totals.processing,
+            totals.success,
+            totals.failed,
+            report.processed_total,
+            "",
+            "",
+        ]
+    )
+    print(f"store: {store.url}")
+    print(
+        _text_table(
+            [
+                "date",
+                "total",
+                "pending",
+                "processing",
+                "success",
+                "failed",
+                "processedCount",
+                "version",
+                "last update",
+            ],
+            rows,
+        )
+    )
+    problems = report.notes("inconsistent")
+    if problems:
+        print(f"\ninconsistencies ({len(problems)}):")
+        for note in problems:
+            print(f"  ! {note}")
+    else:
+        print("\nno inconsistencies found")
+    infos = report.notes("info")
+    if infos:
+        print("notes:")
+        for note in infos:
+            print(f"  - {note}")
+    return 0
+
+
+@_user_errors
+def _failed(args: argparse.Namespace) -> int:
+    from convsync_pipeline.cli import CommandError
+    from convsync_pipeline.operations.deadletters import list_failed
+
+    if args.date and (args.start or args.end):
+        raise CommandError("give either a DATE or --from/--to, not both")
+    date = parse_date(args.date) if args.date else None
+    start, end = check_range(args.start, args.end)
+    settings = load_settings()
+    store = open_store(settings)
+    dates = [date] if date else stored_dates(store, start, end)
+    with ProgressLine("failed") as progress:
+        listing = list_failed(store, dates, progress)
+    if date:
+        _no_document(listing.problems, date)
+    if args.json:
+        print(json.dumps([e.to_json() for e in listing.entries], ensure_ascii=False, indent=2))
+    elif listing.entries:
+        print(
+            _text_table(
+                ["date", "id", "attempts", "last error", "first customer words"],
+                [
+                    [e.date, e.id, e.attempts, _clip(e.last_error, ERROR_CHARS), e.first_words]
+                    for e in listing.entries
+                ],
+            )
+        )
+        dates_hit = len(listing.by_date())
+        print(
+            f"\n{len(listing.entries)} failed conversation(s) on {dates_hit} date(s); "
+            "`convsync requeue DATE [--id ID…]` gives them a fresh set of attempts"
+        )
+    else:
+        print(f"no failed conversations ({listing.dates_checked} date(s) checked)")
+    for problem in listing.problems:
+        _warn(f"not listed: {problem}")
+    return 1 if listing.problems else 0
+
+
+@_user_errors
+def _requeue(args: argparse.Namespace) -> int:
+    from convsync_pipeline.operations.deadletters import requeue_failed
+
+    date = parse_date(args.date)
+    settings = load_settings()
+    store = open_store(settings)
+    outcome = requeue_failed(store, settings, date, owner=owner_id("requeue"), ids=args.ids)
+    for ident in outcome.unknown:
+        print(
+            f"convsync: error: {date} has no conversation {ident!r}; nothing changed for it",
+            file=sys.stderr,
+        )
+    for ident, state in outcome.not_failed.items():
+        print(
+            f"convsync: error: conversation {ident!r} of {date} is {state}, not failed; "
+            "nothing changed for it",
+            file=sys.stderr,
+        )
+    if outcome.requeued:
+        print(
+            f"requeued {len(outcome.requeued)} conversation(s) of {date}: pending with 0 "
+            f"attempts (document version {outcome.version}); the next run analyses them"
+        )
+    elif args.ids:
+        print(f"nothing requeued for {date}")
+    else:
+        print(f"nothing to requeue: {date} has no failed conversations")
+    return 0 if outcome.ok else 1
+
+
+@_user_errors
+def _migrate(args: argparse.Namespace) -> int:
+    from convsync_pipeline.operations.migrate import migrate
+
+    settings = load_settings()
+    store = open_store(settings)
+    with ProgressLine("migrate") as progress:
+        report = migrate(
+            store, settings, owner=owner_id("migrate"), dry_run=args.dry_run, progress=progress
+        )
+    if not report.documents:
+        print(f"no date documents in {store.url}")
+        return 0
+    for document in report.documents:
+        print(document.describe())
+    print(report.describe())
+    if report.skipped:
+        keys = ", ".join(d.key for d in report.skipped)
+        print(
+            f"convsync: error: {len(report.skipped)} document(s) skipped, left untouched: {keys}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+@_user_errors
+def _report(args: argparse.Namespace) -> int:
+    from convsync_pipeline.cli import CommandError
+    from convsync_pipeline.operations.report import collect_report, render_report
+
+    start, end = check_range(args.start, args.end)
+    settings = load_settings()
+    store = open_store(settings)
+    with ProgressLine("report") as progress:
+        data = collect_report(store, start=start, end=end, progress=progress)
+    page = render_report(data)
+    out: Path = args.out
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise CommandError(f"cannot write {out}: {error.strerror}") from None
+    print(
+        f"wrote {out} ({len(data.days)} date(s), {data.totals.total} conversations, "
+        f"{len(data.failed)} failed)"
+    )
+    for problem in data.problems:
+        _warn(f"not in the report: {problem}")
+    return 0

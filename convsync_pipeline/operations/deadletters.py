@@ -1,0 +1,165 @@
+"""Dead letters: conversations `failed` for good, listed for review and requeued by hand.
+
+A failed conversation spent all its attempts (SPEC section 7); nothing retries it on its own.
+`requeue_failed` gives it a fresh set through `status.requeue`, the one state machine, under
+the date lock and in one save, so a running analysis can never race the reset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from convsync_pipeline.core import status
+from convsync_pipeline.core.document import Conversation, DateDocument
+from convsync_pipeline.core.keys import document_key
+from convsync_pipeline.operations import (
+    DocumentProblem,
+    OperationError,
+    Progress,
+    load_many,
+    read_document,
+)
+from convsync_pipeline.pipeline.documents import save_document
+from convsync_pipeline.settings import Settings
+from convsync_pipeline.store.base import Store
+
+FIRST_WORDS_CHARS = 80
+CUSTOMER_ROLES = frozenset({"user", "customer", "client", "human", "visitor", "contact"})
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class FailedConversation:
+    date: str
+    id: str
+    attempts: int
+    last_error: str | None
+    first_words: str
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "id": self.id,
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "firstCustomerWords": self.first_words,
+            "source": self.source,
+        }
+
+
+@dataclass
+class FailedListing:
+    entries: list[FailedConversation] = field(default_factory=list)
+    problems: list[DocumentProblem] = field(default_factory=list)
+    dates_checked: int = 0
+
+    def by_date(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.entries:
+            counts[entry.date] = counts.get(entry.date, 0) + 1
+        return counts
+
+
+@dataclass
+class RequeueOutcome:
+    date: str
+    requeued: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    not_failed: dict[str, str] = field(default_factory=dict)  # id -> its status
+    version: int | None = None  # after the save; None when nothing was written
+
+    @property
+    def ok(self) -> bool:
+        """False when an id the user named could not be requeued."""
+        return not self.unknown and not self.not_failed
+
+
+def first_customer_words(conversation: Conversation, limit: int = FIRST_WORDS_CHARS) -> str:
+    """What the customer opened with, on one line, cut at a word near `limit` characters."""
+    messages = conversation.messages
+    chosen = next((m for m in messages if m.role.strip().lower() in CUSTOMER_ROLES), None)
+    if chosen is None:
+        chosen = next((m for m in messages if m.role.strip().lower() != "system"), None)
+    text = _SPACE.sub(" ", chosen.content).strip() if chosen else ""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def failed_in(document: DateDocument) -> list[FailedConversation]:
+    return [
+        FailedConversation(
+            date=document.date,
+            id=c.id,
+            attempts=c.retry_count,
+            last_error=c.processing_error,
+            first_words=first_customer_words(c),
+            source=c.source,
+        )
+        for c in document.conversations
+        if c.processing_status == "failed"
+    ]
+
+
+def list_failed(
+    store: Store, dates: Iterable[str], progress: Progress | None = None
+) -> FailedListing:
+    """Failed conversations of `dates`; documents that cannot be read are listed as problems."""
+    listing = FailedListing()
+    for _, found in load_many(store, dates, progress):
+        listing.dates_checked += 1
+        if isinstance(found, DocumentProblem):
+            listing.problems.append(found)
+        else:
+            listing.entries.extend(failed_in(found.document))
+    return listing
+
+
+def requeue_failed(
+    store: Store,
+    settings: Settings,
+    date: str,
+    *,
+    owner: str,
+    ids: Sequence[str] | None = None,
+) -> RequeueOutcome:
+    """Failed -> pending with no attempts spent, for all of `date` or only `ids`; one save.
+
+    An id that is unknown or not failed is reported and left as it is. Raises
+    DateLockedError when another process holds the date.
+    """
+    wanted = list(dict.fromkeys(ids)) if ids else None
+    outcome = RequeueOutcome(date=date)
+    with store.date_lock(
+        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
+    ) as lease:
+        loaded = read_document(store, date)
+        if loaded.token is None:
+            raise OperationError(f"no date document for {date} ({document_key(date)})")
+        document = loaded.document
+        if wanted is not None:
+            statuses = {c.id: c.processing_status for c in document.conversations}
+            outcome.unknown = [i for i in wanted if i not in statuses]
+            outcome.not_failed = {
+                i: statuses[i] for i in wanted if i in statuses and statuses[i] != "failed"
+            }
+        selected = None if wanted is None else set(wanted)
+        conversations = []
+        for conversation in document.conversations:
+            if conversation.processing_status == "failed" and (
+                selected is None or conversation.id in selected
+            ):
+                conversation = status.requeue(conversation)
+                outcome.requeued.append(conversation.id)
+            conversations.append(conversation)
+        if outcome.requeued:
+            changed = document.model_copy(update={"conversations": conversations})
+            outcome.version = save_document(store, loaded, changed, lease).document.version
+    return outcome

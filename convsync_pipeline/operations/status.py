@@ -1,0 +1,189 @@
+"""`convsync status`: per-date counts, and a note on everything that does not add up.
+
+The counts come from the conversations themselves; the stored `processedCount`, `summary`
+and the summary file's `documentVersion` are compared against them, because a mismatch there
+is exactly the kind of drift the seed's fixes 5 and 7 are about.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from convsync_pipeline.core.document import DateDocument, StatusSummary
+from convsync_pipeline.core.keys import document_key, summary_key
+from convsync_pipeline.operations import DocumentProblem, Progress, load_many, read_document
+from convsync_pipeline.pipeline.documents import CorruptDocumentError
+from convsync_pipeline.settings import Settings
+from convsync_pipeline.store.base import DateLockedError, Store
+
+NoteKind = Literal["inconsistent", "info"]
+_COUNTED = ("total", "pending", "processing", "success", "failed")
+
+
+@dataclass(frozen=True)
+class Note:
+    date: str
+    kind: NoteKind
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.date}: {self.text}"
+
+
+@dataclass
+class DateStatus:
+    date: str
+    counts: StatusSummary | None = None  # None: the document could not be read
+    processed_count: int | None = None
+    version: int | None = None
+    updated_at: str | None = None
+    notes: list[Note] = field(default_factory=list)
+    problem: DocumentProblem | None = None  # why `counts` is None
+
+
+@dataclass
+class StatusReport:
+    dates: list[DateStatus] = field(default_factory=list)
+
+    @property
+    def totals(self) -> StatusSummary:
+        total = Counter[str]()
+        for row in self.dates:
+            if row.counts is not None:
+                total.update({name: getattr(row.counts, name) for name in _COUNTED})
+        return StatusSummary(**{name: total[name] for name in _COUNTED})
+
+    @property
+    def processed_total(self) -> int:
+        return sum(row.processed_count or 0 for row in self.dates)
+
+    def notes(self, kind: NoteKind | None = None) -> list[Note]:
+        return [n for row in self.dates for n in row.notes if kind is None or n.kind == kind]
+
+
+def collect_status(
+    store: Store,
+    settings: Settings,
+    dates: Iterable[str],
+    *,
+    owner: str,
+    progress: Progress | None = None,
+) -> StatusReport:
+    report = StatusReport()
+    for date, found in load_many(store, dates, progress):
+        if isinstance(found, DocumentProblem):
+            row = DateStatus(date, problem=found)
+            row.notes.append(Note(date, "inconsistent", str(found)))
+        else:
+            row = document_status(store, settings, found.document, owner=owner)
+        report.dates.append(row)
+    return report
+
+
+def document_status(
+    store: Store, settings: Settings, document: DateDocument, *, owner: str
+) -> DateStatus:
+    """One date's row and notes; `owner` names us if we briefly test the date lock."""
+    counts = document.count_statuses()
+    row = DateStatus(
+        date=document.date,
+        counts=counts,
+        processed_count=document.processed_count,
+        version=document.version,
+        updated_at=document.blob_meta.updated_at,
+    )
+
+    def note(kind: NoteKind, text: str) -> None:
+        row.notes.append(Note(document.date, kind, text))
+
+    if document.processed_count != counts.success:
+        note(
+            "inconsistent",
+            f"processedCount is {document.processed_count} but {counts.success} "
+            "conversation(s) are success",
+        )
+    stored = document.summary
+    differing = [
+        f"{name} {getattr(stored, name)} stored vs {getattr(counts, name)} counted"
+        for name in _COUNTED
+        if getattr(stored, name) != getattr(counts, name)
+    ]
+    if differing:
+        note("inconsistent", "summary differs from the recount: " + ", ".join(differing))
+    duplicates = [(i, n) for i, n in Counter(c.id for c in document.conversations).items() if n > 1]
+    if duplicates:
+        shown = ", ".join(f"{i!r} x{n}" for i, n in duplicates[:5])
+        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        note("inconsistent", f"duplicate conversation ids: {shown}{more}")
+    exhausted = sum(
+        1
+        for c in document.conversations
+        if c.processing_status == "pending" and c.retry_count >= settings.max_attempts
+    )
+    if exhausted:
+        note(
+            "inconsistent",
+            f"{exhausted} pending conversation(s) have no attempts left "
+            f"(retryCount >= CONVSYNC_MAX_ATTEMPTS={settings.max_attempts}) and will never run",
+        )
+    if counts.processing:
+        kind, text = _processing_note(store, settings, document.date, owner)
+        note(kind, text)
+    kind_text = _summary_note(store, document)
+    if kind_text:
+        note(*kind_text)
+    if counts.failed:
+        note("info", f"{counts.failed} failed: see `convsync failed {document.date}`")
+    bare = sum(
+        1 for c in document.conversations if c.processing_status == "success" and c.analysis is None
+    )
+    if bare:
+        note("info", f"{bare} success without an analysis (marked processed by the legacy system)")
+    return row
+
+
+def _processing_note(
+    store: Store, settings: Settings, date: str, owner: str
+) -> tuple[NoteKind, str]:
+    """`processing` is normal while a run holds the lock; without one, its run died.
+
+    Trying the lock (no wait, released at once) is the one check every backend answers the
+    same way; the document is read again under it, so a run that just finished is not blamed.
+    """
+    try:
+        with store.date_lock(date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=0):
+            try:
+                stuck = read_document(store, date).document.count_statuses().processing
+            except CorruptDocumentError as error:
+                return "inconsistent", str(error)
+    except DateLockedError as error:
+        return "info", f"conversations processing; a run holds the lock: {error.holder}"
+    if not stuck:
+        return "info", "conversations were processing; the run has finished since"
+    return (
+        "inconsistent",
+        f"{stuck} conversation(s) stuck processing while no run holds the lock "
+        "(the next analysis counts it as one failed attempt)",
+    )
+
+
+def _summary_note(store: Store, document: DateDocument) -> tuple[NoteKind, str] | None:
+    key = summary_key(document.date)
+    data = store.read(key)
+    if data is None:
+        return "info", f"{key} not written yet: materialise daily_summary for {document.date}"
+    try:
+        version = json.loads(data).get("documentVersion")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return "inconsistent", f"{key} is not valid JSON"
+    if version != document.version:
+        return (
+            "inconsistent",
+            f"{key} was computed from version {version} but {document_key(document.date)} "
+            f"is at version {document.version}: re-materialise daily_summary",
+        )
+    return None
