@@ -37,6 +37,7 @@ def materialize_date(settings: Settings, date: str) -> bool:
         resources={"convsync": ConvsyncResource.from_settings(settings)},
         instance=instance,
         raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     return result.success
 
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(header)
     print("\n".join(rows))
+    quarantined = sum(
+        len(store.read(info.key).splitlines()) for info in store.list("quarantine/")
+    )
+    print(f"\nquarantined records: {quarantined} (each with its reason under quarantine/)")
     latest = store.read(summary_key(dates[-1]))
     if latest is not None:
         summary = json.loads(latest)
