@@ -306,7 +306,9 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
         )["repositoryOrError"]
         assert repository["__typename"] == "Repository", repository
         assert SENSOR in {s["name"] for s in repository["sensors"]}
-        [schedule] = repository["schedules"]
+        schedules = {s["name"]: s for s in repository["schedules"]}
+        assert schedules, "no schedule in the code location"
+        schedule = schedules.get("convsync_daily_schedule") or next(iter(schedules.values()))
         # The UI's "test schedule" evaluates the first tick at or after the given time: the
         # one shortly after midnight that starts 2026-02-11 (UTC here) must ask for the 10th.
         tick = dt.datetime(2026, 2, 10, 23, 59, 59, tzinfo=dt.UTC)
