@@ -99,7 +99,7 @@ def build_upload_sensor(settings: Settings):
     def new_upload_sensor(
         context: SensorEvaluationContext, convsync: ConvsyncResource
     ) -> SensorResult | SkipReason:
-        store = convsync.open_store()
+        store = convsync.store_for_run(context.instance)
         run_settings = convsync.settings()
         cursor = UploadCursor.decode(context.cursor)
         fresh = new_uploads(list(store.list(INCOMING)), cursor)

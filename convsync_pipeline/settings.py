@@ -41,6 +41,7 @@ class Settings(BaseModel):
     tokens_per_minute: int | None = None
     request_timeout_seconds: float = 60.0
     redact: bool = True
+    retry_delay_seconds: float = 2.0
 
     @property
     def tz(self) -> ZoneInfo:
@@ -157,4 +158,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tokens_per_minute=_int(env, "CONVSYNC_TOKENS_PER_MINUTE", None, 1, 1_000_000_000),
         request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
         redact=_bool(env, "CONVSYNC_REDACT", True),
+        retry_delay_seconds=_float(env, "CONVSYNC_RETRY_DELAY_SECONDS", 2.0, 0.0, 3_600.0),
     )

@@ -1,6 +1,5 @@
 """`ai_analysis`: one pass over the date's due conversations, retried by Dagster's policy."""
 
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -21,7 +20,7 @@ from convsync_pipeline.pipeline.analyse import AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.resources.convsync import ConvsyncResource
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import DateLockedError, LeaseLostError
+from convsync_pipeline.store.base import StoreError
 
 CHECKS = ("ids_unique", "processed_count_matches", "nothing_left_processing", "no_failed")
 
@@ -33,7 +32,7 @@ def build_analysis_asset(settings: Settings):
         deps=["normalized_conversations"],
         retry_policy=RetryPolicy(
             max_retries=max(settings.max_attempts - 1, 0),
-            delay=2,
+            delay=settings.retry_delay_seconds,
             backoff=Backoff.EXPONENTIAL,
             jitter=Jitter.PLUS_MINUS,
         ),
@@ -44,11 +43,13 @@ def build_analysis_asset(settings: Settings):
     ) -> MaterializeResult:
         """Analyse the date's pending conversations; raise while some may still succeed."""
         date = context.partition_key
-        store = convsync.open_store()
         run_settings = convsync.settings()
         try:
+            store = convsync.store_for_run(context.instance)
             report = analyse_date(store, run_settings, convsync.make_analyzer, date, context.run_id)
-        except (DateLockedError, AnalysisSystemError, LeaseLostError) as error:
+        except (StoreError, AnalysisSystemError) as error:
+            # The whole system is at fault (lock held, store unreachable, bad key): no attempt
+            # was spent, and retrying the step would not help.
             raise Failure(str(error), allow_retries=False) from None
         context.log.info(
             f"{date}: {report.succeeded} analysed, {report.failed_attempts} failed attempts, "

@@ -1,6 +1,5 @@
 """`raw_conversations` and `normalized_conversations`: uploads in, date document merged."""
 
-
 from dagster import (
     AssetExecutionContext,
     Backoff,
@@ -31,7 +30,7 @@ def build_ingest_assets(settings: Settings) -> list:
     ) -> MaterializeResult:
         """Parse every upload not ingested yet (once in total), stage its conversations by date."""
         date = context.partition_key
-        store = convsync.open_store()
+        store = convsync.store_for_run(context.instance)
         reports = list(ingest_new_uploads(store, convsync.settings()))
         staged_for_date = sum(1 for _ in store.list(staging_prefix(date)))
         for report in reports:
@@ -73,7 +72,9 @@ def build_ingest_assets(settings: Settings) -> list:
         """Merge the date's staged conversations into `conversations/D.json` (new ids only)."""
         date = context.partition_key
         try:
-            report = merge_date(convsync.open_store(), convsync.settings(), date, context.run_id)
+            report = merge_date(
+                convsync.store_for_run(context.instance), convsync.settings(), date, context.run_id
+            )
         except DateLockedError as error:
             if context.retry_number >= 6:
                 raise Failure(str(error), allow_retries=False) from None

@@ -1,6 +1,5 @@
 """`daily_summary`: `summaries/D.json` and numbers the UI can plot across partitions."""
 
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -31,7 +30,7 @@ def build_summary_asset(settings: Settings):
     ) -> MaterializeResult:
         """Write the day's summary from one document version, and say which version."""
         date = context.partition_key
-        store = convsync.open_store()
+        store = convsync.store_for_run(context.instance)
         try:
             summary = write_daily_summary(store, convsync.settings(), date, context.run_id)
         except DateLockedError as error:

@@ -6,14 +6,13 @@ a field: the SDK reads OPENAI_API_KEY from the environment, so it never enters r
 the event log or the UI.
 """
 
-
 import datetime as dt
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterInstance
 
 from convsync_pipeline.core.analysis import Analyzer
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Store
+from convsync_pipeline.store.base import Store, StoreError
 
 
 class ConvsyncResource(ConfigurableResource):
@@ -34,6 +33,7 @@ class ConvsyncResource(ConfigurableResource):
     tokens_per_minute: int | None = None
     request_timeout_seconds: float = 60.0
     redact: bool = True
+    retry_delay_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ConvsyncResource":
@@ -47,8 +47,32 @@ class ConvsyncResource(ConfigurableResource):
     def open_store(self) -> Store:
         return open_store(self.settings())
 
+    def store_for_run(self, instance: DagsterInstance) -> Store:
+        """The store, refused when runs may land on other machines than the folder it names."""
+        refuse_folder_store_on_many_nodes(self.settings(), type(instance.run_launcher).__name__)
+        return self.open_store()
+
     def make_analyzer(self) -> Analyzer:
         return make_analyzer(self.settings())
+
+
+# Launchers that start runs in other containers or machines: a local folder is not shared there.
+MULTI_NODE_LAUNCHERS = frozenset(
+    {"K8sRunLauncher", "DockerRunLauncher", "EcsRunLauncher", "CeleryK8sRunLauncher"}
+)
+
+
+class FolderStoreOnManyNodesError(StoreError):
+    """Each node would see its own folder: documents and locks would silently diverge."""
+
+
+def refuse_folder_store_on_many_nodes(settings: Settings, launcher: str) -> None:
+    if launcher in MULTI_NODE_LAUNCHERS and not settings.store.startswith("s3://"):
+        raise FolderStoreOnManyNodesError(
+            f"CONVSYNC_STORE={settings.store} is a local folder, but the instance launches runs "
+            f"with {launcher} on other nodes, which would each see a different folder: set "
+            "CONVSYNC_STORE to s3://bucket[/prefix] (shared by every node)"
+        )
 
 
 def open_store(settings: Settings) -> Store:
