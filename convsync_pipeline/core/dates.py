@@ -551,7 +551,10 @@ def _parse_objects(values: Sequence[object], tz: dt.tzinfo, day_first: bool) -> 
             errors[int(rows[pos])] = reason
 
     if str_rows:
-        merge(str_rows, _parse_strings(pa.array(str_vals, type=pa.string()), tz, day_first))
+        strings = _parse_strings(pa.array(str_vals, type=pa.string()), tz, day_first)
+        if len(str_rows) == n:
+            return strings  # all text (the usual JSON): keep what it knows about its shapes
+        merge(str_rows, strings)
     for rows_list, numbers_list, parse in (
         (int_rows, int_vals, _ints_ms),
         (float_rows, float_vals, _floats_ms),
@@ -575,7 +578,8 @@ def _ints_ms(values: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 def _floats_ms(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
     floats = np.asarray(values, dtype=np.float64)
-    us = np.round(floats * np.where(np.abs(floats) >= _MS_THRESHOLD, 1e3, 1e6))
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 becomes inf: rejected below
+        us = np.round(floats * np.where(np.abs(floats) >= _MS_THRESHOLD, 1e3, 1e6))
     good = (us >= 0) & (us < _MAX_MS * 1000)
     return np.where(good, us, 0).astype(np.int64) // 1000, good
 

@@ -60,8 +60,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 _CONVERSATION_ID = ("conversation_id", "id", "conversationId", "conversation")
 _FILE_RAW_LIMIT = 65536  # a whole-file failure keeps this much of the file as its raw text
+# Lenient about raw control characters inside strings (sloppy exporters write tabs).
+_DECODER = json.JSONDecoder(strict=False)
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _fold(name: str) -> str:
@@ -549,6 +550,40 @@ def _dump(value: object) -> str:
         return repr(value)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How to read a JSON object with a given set of keys (worked out once per key set)."""
+
+    messages_key: str | None  # set: a conversation object
+    id_key: str | None
+    timestamp_key: str | None
+    role_key: str | None
+    content_key: str | None
+    extras: tuple[str, ...]  # keys kept in meta
+    conversation_id_keys: tuple[str, ...]  # id-like keys of a conversation object, best first
+
+
+def _layout(keys: tuple[str, ...]) -> _Layout:
+    plan = _plan(keys)
+
+    def key_of(name: str) -> str | None:
+        index = plan.source.get(name)
+        return None if index is None else keys[index]
+
+    return _Layout(
+        messages_key=next((k for k in keys if _fold(k) == "messages"), None),
+        id_key=key_of("conversation_id"),
+        timestamp_key=key_of("timestamp"),
+        role_key=key_of("role"),
+        content_key=key_of("content"),
+        extras=tuple(keys[index] for index, _ in plan.extras),
+        conversation_id_keys=tuple(sorted(
+            (k for k in keys if _fold(k) in _CONVERSATION_RANK),
+            key=lambda k: _CONVERSATION_RANK[_fold(k)],
+        )),
+    )
+
+
 @dataclass
 class _Records:
     """Message records gathered from JSON, validated together once all are in."""
@@ -556,6 +591,7 @@ class _Records:
     key: str
     kind: PositionKind
     check_utf8: bool
+    # One entry per candidate message in each list (columns: no transposing at the end).
     ids: list[str | None] = field(default_factory=list)
     id_errors: list[str | None] = field(default_factory=list)
     timestamps: list[object] = field(default_factory=list)
@@ -563,13 +599,12 @@ class _Records:
     contents: list[str] = field(default_factory=list)
     metas: list[dict[str, Any]] = field(default_factory=list)
     record_nos: list[int] = field(default_factory=list)
-    places: list[tuple[int, int | None]] = field(default_factory=list)
-    raws: list[object] = field(default_factory=list)  # str, or an object to re-serialise
+    positions: list[int] = field(default_factory=list)
+    indexes: list[int | None] = field(default_factory=list)
+    raws: list[object] = field(default_factory=list)  # str, or the object to re-serialise
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     count: int = 0
-    _plans: dict[tuple[str, ...], tuple[dict[str, str], tuple[str, ...]]] = field(
-        default_factory=dict
-    )
+    _layouts: dict[tuple[str, ...], _Layout] = field(default_factory=dict)
 
     def reject(self, position: int, reason: str, raw: str, message: int | None = None) -> None:
         self.count += 1
@@ -577,41 +612,36 @@ class _Records:
             QuarantinedRecord(self.key, self.kind, position, reason, raw, message)
         )
 
-    def _plan_for(self, keys: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
-        plan = self._plans.get(keys)
-        if plan is None:
-            mapped = _plan(keys)
-            plan = (
-                {name: keys[index] for name, index in mapped.source.items()},
-                tuple(keys[index] for index, _ in mapped.extras),
-            )
-            self._plans[keys] = plan
-        return plan
+    def _layout_for(self, keys: tuple[str, ...]) -> _Layout:
+        layout = self._layouts.get(keys)
+        if layout is None:
+            layout = self._layouts[keys] = _layout(keys)
+        return layout
 
     def item(self, value: object, position: int, raw: str | None) -> None:
         """One top-level JSON item or JSONL line: a message record or a conversation object."""
-        if not isinstance(value, dict):
-            what = _json_kind(value)
+        if type(value) is not dict:
             noun = "line" if self.kind == "line" else "record"
-            self.reject(position, f"{noun} is {what}, not a JSON object",
+            self.reject(position, f"{noun} is {_json_kind(value)}, not a JSON object",
                         raw if raw is not None else _dump(value))
             return
-        messages_key = next((k for k in value if _fold(k) == "messages"), None)
-        if messages_key is None:
-            self.message(value, position, None, raw, None, {})
+        layout = self._layout_for(tuple(value))
+        if layout.messages_key is None:
+            self.message(value, layout, position, None, raw, None, None)
         else:
-            self.conversation(value, messages_key, position, raw)
+            self.conversation(value, layout, position, raw)
 
     def conversation(
-        self, obj: dict[str, Any], messages_key: str, position: int, raw: str | None
+        self, obj: dict[str, Any], layout: _Layout, position: int, raw: str | None
     ) -> None:
-        id_keys = sorted(
-            (k for k in obj if _fold(k) in _CONVERSATION_RANK),
-            key=lambda k: _CONVERSATION_RANK[_fold(k)],
+        messages_key = layout.messages_key
+        assert messages_key is not None
+        id_keys = layout.conversation_id_keys
+        conv_id, id_error = (
+            _id_text(obj[id_keys[0]]) if id_keys
+            else (None, 'missing conversation_id (no "id" field)')
         )
-        conv_id, id_error = _id_text(obj[id_keys[0]]) if id_keys else (None, "no id")
         messages = obj[messages_key]
-        raw_text = raw if raw is not None else _dump(obj)
         problems = []
         if id_error:
             problems.append(f"conversation object: {id_error}")
@@ -624,75 +654,90 @@ class _Records:
         if not problems and self.check_utf8 and _has_surrogates(shared):
             problems.append("not valid UTF-8")
         if problems:
-            self.reject(position, "; ".join(problems), raw_text)
+            self.reject(position, "; ".join(problems), raw if raw is not None else _dump(obj))
             return
         inherited = {k: v for k, v in shared.items() if not _blank(v)}
         for index, message in enumerate(messages, start=1):
-            if not isinstance(message, dict):
+            if type(message) is not dict:
                 self.reject(position, f"message is {_json_kind(message)}, not a JSON object",
                             _dump(message), index)
                 continue
-            self.message(message, position, index, None, conv_id, inherited)
+            self.message(message, self._layout_for(tuple(message)), position, index, None,
+                         conv_id, inherited)
 
     def message(
         self,
         record: dict[str, Any],
+        layout: _Layout,
         position: int,
         index: int | None,
         raw: str | None,
         conv_id: str | None,
-        inherited: dict[str, Any],
+        inherited: dict[str, Any] | None,
     ) -> None:
         if self.check_utf8 and _has_surrogates(record):
             self.reject(position, "not valid UTF-8", raw if raw is not None else _dump(record),
                         index)
             return
-        source, extras = self._plan_for(tuple(record))
-        meta = dict(inherited)
-        meta.update((k, record[k]) for k in extras if not _blank(record[k]))
-        id_key = source.get("conversation_id")
-        if conv_id is None:
-            own_id, id_error = _id_text(record.get(id_key) if id_key else None)
-        else:  # in a conversation object the conversation's id rules
-            own_id, id_error = conv_id, None
-            if id_key and not _blank(record[id_key]) and _id_text(record[id_key])[0] != conv_id:
-                meta[id_key] = record[id_key]
-        role = record.get(source["role"]) if "role" in source else None
-        content = record.get(source["content"]) if "content" in source else None
-        role_text = "unknown" if _blank(role) else _as_text(role).strip()
+        meta = {k: record[k] for k in layout.extras if not _blank(record[k])}
+        if inherited:
+            meta = {**inherited, **meta}  # the message's own fields win
+        id_key = layout.id_key
+        raw_id = record.get(id_key) if id_key is not None else None
+        id_error = None
+        if conv_id is not None:  # in a conversation object the conversation's id rules
+            own_id: str | None = conv_id
+            if not _blank(raw_id) and _id_text(raw_id)[0] != conv_id:
+                meta[id_key] = raw_id  # type: ignore[index]
+        elif type(raw_id) is str and raw_id.strip():
+            own_id = raw_id.strip()
+        else:
+            own_id, id_error = _id_text(raw_id)
+        role = record.get(layout.role_key) if layout.role_key is not None else None
+        if type(role) is str:
+            role = role.strip() or "unknown"
+        else:
+            role = "unknown" if _blank(role) else _as_text(role).strip() or "unknown"
+        content = record.get(layout.content_key) if layout.content_key is not None else None
+        if type(content) is not str:
+            content = "" if content is None else _as_text(content)
 
         self.count += 1
         self.ids.append(own_id)
         self.id_errors.append(id_error)
-        self.timestamps.append(record.get(source["timestamp"]) if "timestamp" in source else None)
-        self.roles.append(role_text or "unknown")
-        self.contents.append("" if content is None else _as_text(content))
+        self.timestamps.append(
+            record.get(layout.timestamp_key) if layout.timestamp_key is not None else None
+        )
+        self.roles.append(role)
+        self.contents.append(content)
         self.metas.append(meta)
         self.record_nos.append(self.count)
-        self.places.append((position, index))
+        self.positions.append(position)
+        self.indexes.append(index)
         self.raws.append(raw if raw is not None else record)
 
     def finish(self, tz: ZoneInfo, day_first: bool) -> ParsedUpload:
+        """Timestamps in one vectorised pass, then split into messages and quarantine."""
         parsed = dates._parse_objects(self.timestamps, tz, day_first)
-        id_ok = np.fromiter((e is None for e in self.id_errors), dtype=bool,
-                            count=len(self.id_errors))
+        id_errors = self.id_errors
+        id_ok = np.fromiter((e is None for e in id_errors), dtype=bool, count=len(id_errors))
         good = id_ok & parsed.ok
         for i in np.flatnonzero(~good).tolist():
-            reasons = [r for r in (self.id_errors[i], parsed.errors.get(i)) if r]
-            position, index = self.places[i]
+            reasons = [r for r in (id_errors[i], parsed.errors.get(i)) if r]
             raw = self.raws[i]
             self.quarantined.append(QuarantinedRecord(
-                self.key, self.kind, position, "; ".join(reasons),
-                raw if isinstance(raw, str) else _dump(raw), index,
+                self.key, self.kind, self.positions[i], "; ".join(reasons),
+                raw if isinstance(raw, str) else _dump(raw), self.indexes[i],
             ))
-        keep = np.flatnonzero(good)
+        keep = np.flatnonzero(good).tolist()
+        everything = len(keep) == len(id_errors)
 
         def pick(values: list[Any]) -> list[Any]:
-            return [values[i] for i in keep.tolist()]
+            return values if everything else [values[i] for i in keep]
 
         messages = _frame(
             pick(self.ids),
-            dates.iso_strings(parsed.ms[good]),
+            parsed.iso(good),
             parsed.ms[good] * 1_000_000,
             pick(self.roles),
             pick(self.contents),
@@ -704,15 +749,23 @@ class _Records:
 
 def _decode(data: bytes) -> tuple[str, bool]:
     """Text with undecodable bytes kept as lone surrogates; whether any text needs a check."""
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    suspicious = bool(_SURROGATE.search(text) or _SURROGATE_ESCAPE.search(text))
-    return text, suspicious
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape").removeprefix("\ufeff"), True
+    return text.removeprefix("\ufeff"), _may_hold_surrogates(text)
+
+
+def _may_hold_surrogates(text: str) -> bool:
+    """Valid UTF-8 JSON can still decode to a lone surrogate through a \\uD800-\\uDFFF escape;
+    this cheap superset test decides whether records need the deep check."""
+    return "\\ud" in text or "\\uD" in text
 
 
 def _parse_json(key: str, data: bytes, tz: ZoneInfo, day_first: bool) -> ParsedUpload:
     text, suspicious = _decode(data)
     try:
-        document = json.loads(text, strict=False)
+        document = _DECODER.decode(text)
     except RecursionError:
         return _file_failure(key, "not valid JSON: nested too deeply", data)
     except ValueError as exc:
@@ -755,9 +808,9 @@ def _parse_jsonl(key: str, data: bytes, tz: ZoneInfo, day_first: bool) -> Parsed
         except UnicodeDecodeError:
             records.reject(line_no, "not valid UTF-8", line.decode("utf-8", "replace"))
             continue
-        records.check_utf8 = _SURROGATE_ESCAPE.search(text) is not None
+        records.check_utf8 = _may_hold_surrogates(text)
         try:
-            value = json.loads(text, strict=False)
+            value = _DECODER.decode(text)
         except RecursionError:
             records.reject(line_no, "line is not valid JSON: nested too deeply", text)
             continue
