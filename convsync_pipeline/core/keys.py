@@ -9,6 +9,11 @@ INCOMING = "incoming/"
 UPLOAD_SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson")
 
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
+# A quarantine key mirrors its upload's path, cut to fit: each segment well under the 255-byte
+# file-name limit of filesystems (the folder store adds a temp prefix while writing), the
+# whole path well under S3's 1,024-byte key limit. The upload-id suffix keeps it unique.
+_SEGMENT_MAX = 100
+_PATH_MAX = 400
 
 
 def document_key(date: str) -> str:
@@ -44,7 +49,11 @@ def staging_key(date: str, upload_key: str, etag: str) -> str:
 def quarantine_key(upload_key: str, etag: str) -> str:
     """Readable yet safe: odd characters and `..` in an upload key cannot escape the prefix."""
     relative = upload_key[len(INCOMING) :] if upload_key.startswith(INCOMING) else upload_key
-    segments = [_SAFE_SEGMENT.sub("_", part) or "_" for part in relative.split("/")]
+    segments = [
+        (_SAFE_SEGMENT.sub("_", part) or "_")[:_SEGMENT_MAX] for part in relative.split("/")
+    ]
+    while len(segments) > 1 and sum(len(part) + 1 for part in segments) > _PATH_MAX:
+        segments.pop(0)  # keep the file name and its nearest folders; records name the upload
     segments = ["_" if part in {".", ".."} else part for part in segments]
     return f"quarantine/{'/'.join(segments)}.{upload_id(upload_key, etag)[:8]}.jsonl"
 

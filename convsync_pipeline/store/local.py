@@ -29,6 +29,7 @@ from convsync_pipeline.core.keys import lock_key
 from convsync_pipeline.store.base import (
     ConflictError,
     DateLockedError,
+    InvalidKeyError,
     LeaseLostError,
     ObjectInfo,
     StoreError,
@@ -181,6 +182,9 @@ class LocalStore:
                 key = name if relative == "." else f"{relative}/{name}"
                 if not key.startswith(prefix) or (start_after and key <= start_after):
                     continue
+                if not _valid_key(key):  # as on S3: such a name cannot be read by exact key
+                    log.warning("[Blob] skipping %r: not a valid store key", key)
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     found.append((key, os.stat(os.path.join(folder, name))))
         for key, stat in sorted(found, key=lambda item: item[0]):
@@ -241,6 +245,17 @@ class LocalStore:
                 raise DateLockedError(date, _describe_holder(_read_holder(path)))
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
+
+
+def _valid_key(key: str) -> bool:
+    """A file name the key space can hold: `check_key` passes and it is valid UTF-8 (Linux
+    names are bytes; undecodable ones arrive as lone surrogates that no key can carry)."""
+    try:
+        check_key(key)
+        key.encode("utf-8")
+    except (InvalidKeyError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def _read_lock_body(path: Path) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""Reliability proofs for faults: run queue, fault storm, hostile input, secrets/injection."""
