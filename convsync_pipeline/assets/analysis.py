@@ -58,9 +58,12 @@ def build_analysis_asset(settings: Settings):
         )
         last_try = context.retry_number >= max(run_settings.max_attempts - 1, 0)
         if report.needs_retry and not last_try:
+            # The only place a retried pass shows in the UI: say why it failed.
+            common = report.errors.most_common(1)
             raise RuntimeError(
                 f"{report.still_due} conversations of {date} failed this attempt and have "
                 "attempts left; retrying the step"
+                + (f" (most common error, {common[0][1]}x: {common[0][0]})" if common else "")
             )
         document = load_document(store, date).document
         return MaterializeResult(

@@ -1,0 +1,363 @@
+"""Benchmark of the analysis pass (`analyse_date`) against a fake OpenAI server.
+
+    .venv/bin/python bench/analysis.py [--conversations 1000] [--latency 0.2]
+        [--concurrency 8] [--rpm 5000] [--baseline-concurrency 1]
+        [--baseline-conversations 100] [--profile]
+
+What it does: starts the fake OpenAI-compatible server (tests/fixtures/openai_server.py) in a
+separate process, so its threads do not compete with the client for this process's GIL; seeds
+a folder store in a temporary directory with one upload of N conversations and runs the real
+ingest and merge; then runs the real analysis pass (date lock, `processing` saved before
+sending, sliding window, compare-and-swap saves) with the real `openai` analyser. The same is
+done for a baseline (by default one request at a time, over fewer conversations so the bench
+stays short) and both are printed side by side as `key: value` lines:
+
+    conversations, latency_s, concurrency, rpm_limit, seconds, conversations_per_second,
+    theoretical_per_second (= min(concurrency / latency, rpm / 60)), efficiency (the ratio),
+    sent_total, sent_twice (conversations the server saw more than once: must be 0),
+    document_saves, ...
+
+Defaults, and why: 200 ms is the latency the issue sets (real completions take 0.5-5 s,
+which only makes the client's own costs smaller in comparison). The concurrency is the
+project's default CONVSYNC_CONCURRENCY (8), because that is what a run gets: at real latencies
+of 1-2 s it sends 240-480 requests a minute, under the 500 RPM of OpenAI's first usage tier.
+The limit, 5,000 requests per minute, is OpenAI's gpt-4o-mini limit on usage tiers 2-3,
+enforced by both the client (CONVSYNC_REQUESTS_PER_MINUTE) and the server; at 8 / 0.2 s = 40
+requests/s = 2,400 a minute it does not bind, so the bound is concurrency / latency. (A limit
+below the run's size is not a fair bench: the limiter is a sliding one-minute window, so the
+first minute may burst.) `--concurrency 16` (80/s = 4,800 a minute) is the most that limit
+allows at this latency.
+
+The server runs in this same script (`--serve`), because the fixture module's own entry point
+cannot report how many requests each conversation got; on the line `stats` it answers with
+its per-conversation counts as one JSON line, on `reset` it forgets them, on EOF it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/analysis.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+DATE = "2026-02-11"
+FAKE_KEY = "sk-bench-not-a-real-key-000000"  # the server is fake; never send a real key to it
+
+TEXTS = (
+    ("user", "Hi, I was charged twice for my subscription this month, order {n}."),
+    ("agent", "Sorry about that! I can see both charges and have refunded the second one."),
+    ("user", "Thanks, the refund shows as pending. How long will it take?"),
+    ("agent", "Usually three to five business days. Anything else I can help with?"),
+)
+
+
+# ----------------------------------------------------------------------------- server process
+def serve(latency: float, rpm: int | None) -> None:
+    """`--serve`: run the fake server here, print its URL, answer `stats` / `reset` lines."""
+    from tests.fixtures.openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer(latency=latency, requests_per_minute=rpm).start()
+    print(server.base_url, flush=True)
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stats":
+                counts = server.sent_counts()
+                print(
+                    json.dumps(
+                        {
+                            "counts": counts,
+                            "total": server.total_requests,
+                            "rate_limited": server.rate_limited,
+                            "max_in_flight": server.max_in_flight,
+                            "model_lookups": server.model_lookups,
+                        }
+                    ),
+                    flush=True,
+                )
+            elif command == "reset":
+                server.reset()
+                print("ok", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+class ServerProcess:
+    """The fake server in a child process, driven over its stdin/stdout."""
+
+    def __init__(self, latency: float, rpm: int | None) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+        command += ["--latency", str(latency)]
+        if rpm is not None:
+            command += ["--rpm", str(rpm)]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        self.base_url = self._line()
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake OpenAI server process did not start")
+        return line.strip()
+
+    def _ask(self, command: str) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._line()
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self._ask("stats"))
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# ----------------------------------------------------------------------------- one measurement
+@dataclass
+class Result:
+    conversations: int
+    latency_s: float
+    concurrency: int
+    rpm_limit: int | None
+    seconds: float
+    cpu_seconds: float
+    sent_total: int
+    sent_twice: int
+    never_sent: int
+    document_saves: int
+    succeeded: int
+    failed_attempts: int
+    server_rate_limited: int
+    server_max_in_flight: int
+    document_bytes: int
+
+    @property
+    def conversations_per_second(self) -> float:
+        return self.conversations / self.seconds if self.seconds else 0.0
+
+    @property
+    def theoretical_per_second(self) -> float:
+        bound = self.concurrency / self.latency_s if self.latency_s > 0 else float("inf")
+        if self.rpm_limit is not None:
+            bound = min(bound, self.rpm_limit / 60.0)
+        return bound
+
+    @property
+    def efficiency(self) -> float:
+        return self.conversations_per_second / self.theoretical_per_second
+
+    def lines(self) -> dict[str, str]:
+        return {
+            "conversations": str(self.conversations),
+            "latency_s": f"{self.latency_s:g}",
+            "concurrency": str(self.concurrency),
+            "rpm_limit": str(self.rpm_limit) if self.rpm_limit is not None else "none",
+            "seconds": f"{self.seconds:.2f}",
+            "conversations_per_second": f"{self.conversations_per_second:.2f}",
+            "theoretical_per_second": f"{self.theoretical_per_second:.2f}",
+            "efficiency": f"{self.efficiency:.3f}",
+            "sent_total": str(self.sent_total),
+            "sent_twice": str(self.sent_twice),
+            "never_sent": str(self.never_sent),
+            "succeeded": str(self.succeeded),
+            "failed_attempts": str(self.failed_attempts),
+            "document_saves": str(self.document_saves),
+            "document_bytes": str(self.document_bytes),
+            "cpu_seconds": f"{self.cpu_seconds:.2f}",
+            "cpu_ms_per_conversation": f"{1000 * self.cpu_seconds / self.conversations:.2f}",
+            "server_rate_limited": str(self.server_rate_limited),
+            "server_max_in_flight": str(self.server_max_in_flight),
+        }
+
+
+def seed(store_root: Path, settings: Any, conversations: int) -> None:
+    """One CSV upload of `conversations` four-message conversations, ingested and merged."""
+    from convsync_pipeline.pipeline.ingest import ingest_new_uploads
+    from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.store.local import LocalStore
+
+    rows = ["conversation_id,timestamp,role,content"]
+    for n in range(conversations):
+        minute = n % (24 * 60)
+        for index, (role, text) in enumerate(TEXTS):
+            stamp = f"{DATE}T{minute // 60:02d}:{minute % 60:02d}:{index * 10:02d}Z"
+            rows.append(f'bench-{n:06d},{stamp},{role},"{text.format(n=n)}"')
+    store = LocalStore(store_root)
+    store.write(f"incoming/{DATE}/bench.csv", ("\n".join(rows) + "\n").encode())
+    reports = list(ingest_new_uploads(store, settings))
+    assert reports and reports[0].accepted == conversations * len(TEXTS), reports
+    merged = merge_date(store, settings, DATE, "bench-seed")
+    assert merged.added == conversations, merged
+
+
+def measure(
+    server: ServerProcess,
+    *,
+    conversations: int,
+    latency: float,
+    concurrency: int,
+    rpm: int | None,
+    timeout: float,
+    profile: bool,
+) -> Result:
+    from convsync_pipeline.core.keys import document_key
+    from convsync_pipeline.pipeline.analyse import analyse_date
+    from convsync_pipeline.resources.convsync import make_analyzer
+    from convsync_pipeline.settings import load_settings
+    from convsync_pipeline.store.local import LocalStore
+
+    server.reset()
+    with tempfile.TemporaryDirectory(prefix="convsync-bench-") as tmp:
+        root = Path(tmp) / "store"
+        env = {
+            "CONVSYNC_STORE": str(root),
+            "CONVSYNC_START_DATE": "2026-01-01",
+            "CONVSYNC_ANALYZER": "openai",
+            "OPENAI_API_KEY": FAKE_KEY,
+            "OPENAI_BASE_URL": server.base_url,
+            "CONVSYNC_CONCURRENCY": str(concurrency),
+            "CONVSYNC_REQUEST_TIMEOUT_SECONDS": str(timeout),
+        }
+        if rpm is not None:
+            env["CONVSYNC_REQUESTS_PER_MINUTE"] = str(rpm)
+        settings = load_settings(env)
+        seed(root, settings, conversations)
+        store = LocalStore(root)
+
+        profiler = cProfile.Profile() if profile else None
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        report = analyse_date(store, settings, lambda: make_analyzer(settings), DATE, "bench")
+        if profiler is not None:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
+        document = store.read(document_key(DATE)) or b""
+
+    stats = server.stats()
+    counts: dict[str, int] = stats["counts"]
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        print(out.getvalue(), file=sys.stderr)
+    return Result(
+        conversations=conversations,
+        latency_s=latency,
+        concurrency=concurrency,
+        rpm_limit=rpm,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        sent_total=int(stats["total"]),
+        sent_twice=sum(1 for count in counts.values() if count > 1),
+        never_sent=conversations - len(counts),
+        document_saves=report.saves,
+        succeeded=report.succeeded,
+        failed_attempts=report.failed_attempts,
+        server_rate_limited=int(stats["rate_limited"]),
+        server_max_in_flight=int(stats["max_in_flight"]),
+        document_bytes=len(document),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.2, help="server seconds per answer")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--rpm", type=int, default=5000, help="requests per minute, client and server; 0: none"
+    )
+    parser.add_argument("--baseline-concurrency", type=int, default=1)
+    parser.add_argument(
+        "--baseline-conversations",
+        type=int,
+        default=100,
+        help="conversations of the baseline run (0: skip it)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="client request timeout")
+    parser.add_argument("--profile", action="store_true", help="cProfile the main run (stderr)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rpm = args.rpm or None
+
+    if args.serve:
+        serve(args.latency, rpm)
+        return 0
+
+    os.environ["OPENAI_API_KEY"] = FAKE_KEY  # read by the SDK itself
+    os.environ.pop("OPENAI_BASE_URL", None)
+    server = ServerProcess(args.latency, rpm)
+    try:
+        runs = {}
+        runs["run"] = measure(
+            server,
+            conversations=args.conversations,
+            latency=args.latency,
+            concurrency=args.concurrency,
+            rpm=rpm,
+            timeout=args.timeout,
+            profile=args.profile,
+        )
+        if args.baseline_conversations > 0:
+            runs["baseline"] = measure(
+                server,
+                conversations=args.baseline_conversations,
+                latency=args.latency,
+                concurrency=args.baseline_concurrency,
+                rpm=rpm,
+                timeout=args.timeout,
+                profile=False,
+            )
+    finally:
+        server.close()
+
+    main_lines = runs["run"].lines()
+    for key, value in main_lines.items():
+        print(f"{key}: {value}")
+    if "baseline" in runs:
+        baseline = runs["baseline"]
+        for key, value in baseline.lines().items():
+            print(f"baseline_{key}: {value}")
+        speedup = runs["run"].conversations_per_second / baseline.conversations_per_second
+        print(f"speedup_vs_baseline: {speedup:.2f}")
+    ok = runs["run"].efficiency >= 0.9 and all(r.sent_twice == 0 for r in runs.values())
+    print(f"target_met: {'yes' if ok else 'no'} (efficiency >= 0.9 and sent_twice == 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
