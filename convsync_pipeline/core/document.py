@@ -8,6 +8,8 @@ counts can never drift from the data (seed fix 5).
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,21 +83,52 @@ class DateDocument(_Model):
 
     def sealed(self, lock_generation: int | None = None) -> DateDocument:
         """A copy ready to save: counts recomputed, version + 1, update time and fence set."""
-        summary = self.count_statuses()
-        return self.model_copy(
-            update={
-                "summary": summary,
-                "processed_count": summary.success,
-                "blob_meta": BlobMeta(
-                    version=self.blob_meta.version + 1,
-                    updated_at=utc_now_iso(),
-                    lock_generation=lock_generation,
-                ),
-            }
-        )
+        return self.model_copy(update=self._seal(self.count_statuses(), lock_generation))
+
+    def _seal(self, summary: StatusSummary, lock_generation: int | None) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "processed_count": summary.success,
+            "blob_meta": BlobMeta(
+                version=self.blob_meta.version + 1,
+                updated_at=utc_now_iso(),
+                lock_generation=lock_generation,
+            ),
+        }
 
     def to_json_bytes(self) -> bytes:
         return dump_json(self.model_dump(by_alias=True, exclude_none=False))
+
+    def sealed_json_appending(
+        self,
+        appended: Sequence[dict[str, Any]],
+        lock_generation: int | None = None,
+        *,
+        appended_json: bytes | None = None,
+    ) -> tuple[bytes, int]:
+        """(bytes, version) of this document with `appended` added, sealed, without models.
+
+        Byte for byte ``self.model_copy(update={"conversations": [*self.conversations,
+        *models]}).sealed(lock_generation).to_json_bytes()``, where ``models`` are `appended`
+        validated as `Conversation`s, for records that are already exactly what such a model
+        dumps (`core.conversations.merge_staged` makes them so). Merging a large upload into a
+        date then never builds a pydantic model per new conversation and message.
+        `appended_json`, when given, is the text dump_json writes for `appended` inside the
+        list, separators included (`core.conversations.render_pending`).
+        """
+        counts = self.count_statuses()
+        added = Counter(record["processingStatus"] for record in appended)
+        summary = StatusSummary(
+            total=counts.total + len(appended),
+            **{status: getattr(counts, status) + added[status] for status in STATUSES},
+        )
+        update = self._seal(summary, lock_generation)
+        body = self.model_copy(update=update).model_dump(by_alias=True, exclude_none=False)
+        if appended_json is not None and appended:
+            body["conversations"].append(_Verbatim(appended_json))
+        else:
+            body["conversations"].extend(appended)
+        return dump_json(body), update["blob_meta"].version
 
     @classmethod
     def empty(cls, date: str) -> DateDocument:
@@ -107,5 +140,245 @@ class DateDocument(_Model):
 
 
 def dump_json(value: Any) -> bytes:
-    """The one JSON encoding of every document the pipeline writes (UTF-8, stable key order)."""
-    return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
+    """The one JSON encoding of every document the pipeline writes (UTF-8, stable key order).
+
+    Exactly ``json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")``, several times
+    faster: with `indent`, the standard library falls back to its pure-Python generator
+    encoder, which is most of the cost of saving a large date document. `_encode` produces the
+    same text (same separators, escaping by the same C function, same number forms); anything
+    it does not handle itself (an unsupported type, a circular or too deeply nested value) is
+    handed to `json.dumps`, which then produces the very result or error it always did.
+    """
+    chunks: list[str | bytes] = []
+    try:
+        _write(value, 0, chunks)
+    except (_Unsupported, RecursionError):
+        return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
+    try:
+        return b"".join([c if type(c) is bytes else c.encode("utf-8") for c in chunks])
+    except UnicodeEncodeError:  # a lone surrogate: raise exactly the error json's text raises
+        return "".join(c.decode() if type(c) is bytes else c for c in chunks).encode("utf-8")
+
+
+class _Verbatim:
+    """Text dump_json already wrote (UTF-8), placed as is: one or more items of a list."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class JsonFragmentError(Exception):
+    """A value `_encode` leaves to `json.dumps` (which encodes it or raises its own error)."""
+
+
+_Unsupported = JsonFragmentError
+_string = json.encoder.encode_basestring  # the C function json uses when ensure_ascii=False
+json_string = _string  # a str as dump_json writes it: quoted, escaped, non-ASCII kept
+
+
+def json_fragment(value: Any, level: int) -> str:
+    """`value` exactly as dump_json writes it where it sits `level` containers deep.
+
+    Raises JsonFragmentError for what dump_json hands to `json.dumps` (unsupported types,
+    circular or very deep values): callers then take the general way.
+    """
+    try:
+        return _encode(value, level)
+    except RecursionError:
+        raise JsonFragmentError("too deeply nested") from None
+
+
+_int = int.__repr__
+_float_repr = float.__repr__
+_INF = float("inf")
+# "\n" + indentation and ",\n" + indentation per nesting level, grown on demand.
+_NEWLINE: list[str] = ["\n" + " " * level for level in range(16)]
+_SEPARATOR: list[str] = ["," + newline for newline in _NEWLINE]
+_MESSAGE_KEYS = ("role", "content", "timestamp", "meta")
+
+
+def _newline(level: int) -> str:
+    while level >= len(_NEWLINE):
+        _NEWLINE.append("\n" + " " * len(_NEWLINE))
+        _SEPARATOR.append("," + _NEWLINE[-1])
+    return _NEWLINE[level]
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == _INF:
+        return "Infinity"
+    if value == -_INF:
+        return "-Infinity"
+    return _float_repr(value)
+
+
+def _key(key: object) -> str:
+    """A dict key as json turns it into a string (same checks, same order)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, float):
+        return _float(key)
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return _int(key)
+    raise _Unsupported
+
+
+_CHUNKED_LEVELS = 2  # containers this near the top are written as chunks, not one string
+
+
+def _write(value: Any, level: int, chunks: list[str | bytes]) -> None:
+    """`_encode`, appending to `chunks` instead of concatenating: a large document is never
+    copied once per nesting level (each copy of a 100 MB string costs a tenth of a second)."""
+    kind = type(value)
+    if kind is _Verbatim:
+        chunks.append(value.data)
+    elif kind is dict and value and level < _CHUNKED_LEVELS:
+        inner = level + 1
+        separator = _SEPARATOR[inner] if inner < len(_SEPARATOR) else "," + _newline(inner)
+        chunks.append("{" + _newline(inner))
+        for index, (key, item) in enumerate(value.items()):
+            name = _string(key if type(key) is str else _key(key))
+            chunks.append((separator if index else "") + name + ": ")
+            _write(item, inner, chunks)
+        chunks.append(_NEWLINE[level] + "}")
+    elif kind is list and value and level < _CHUNKED_LEVELS:
+        inner = level + 1
+        newline = _newline(inner)
+        separator = _SEPARATOR[inner]
+        chunks.append("[" + newline)
+        first = True
+        for item in value:
+            if not first:
+                chunks.append(separator)
+            first = False
+            _write(item, inner, chunks)
+        chunks.append(_NEWLINE[level] + "]")
+    else:
+        chunks.append(_encode(value, level))
+
+
+def _encode(value: Any, level: int) -> str:
+    """`value` as json.dumps(indent=1) writes it when it starts at nesting `level`."""
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is dict:
+        return _encode_dict(value, level)
+    if kind is list:
+        return _encode_list(value, level)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return _int(value)
+    if kind is float:
+        return _float(value)
+    # Subclasses and tuples, tested in the order json tests them.
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, int):
+        return _int(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, list | tuple):
+        return _encode_list(value, level)
+    if isinstance(value, dict):
+        return _encode_dict(value, level)
+    raise _Unsupported
+
+
+def _encode_list(values: list[Any] | tuple[Any, ...], level: int) -> str:
+    if not values:
+        return "[]"
+    inner = level + 1
+    newline = _newline(inner)
+    if type(values[0]) is dict:
+        items = [
+            _encode_dict(item, inner) if type(item) is dict else _encode(item, inner)
+            for item in values
+        ]
+    else:
+        items = [_string(item) if type(item) is str else _encode(item, inner) for item in values]
+    return "[" + newline + _SEPARATOR[inner].join(items) + _NEWLINE[level] + "]"
+
+
+def _encode_dict(value: dict[Any, Any], level: int) -> str:
+    if not value:
+        return "{}"
+    inner = level + 1
+    newline = _newline(inner)
+    if len(value) == 4 and tuple(value) == _MESSAGE_KEYS:
+        text = _encode_message(value, level, inner)
+        if text is not None:
+            return text
+    items = []
+    append = items.append
+    for key, item in value.items():
+        name = _string(key if type(key) is str else _key(key))
+        kind = type(item)
+        if kind is str:
+            append(name + ": " + _string(item))
+        elif item is None:
+            append(name + ": null")
+        elif kind is dict:
+            append(name + ": " + _encode_dict(item, inner))
+        else:
+            append(name + ": " + _encode(item, inner))
+    return "{" + newline + _SEPARATOR[inner].join(items) + _NEWLINE[level] + "}"
+
+
+def _encode_message(message: dict[str, Any], level: int, inner: int) -> str | None:
+    """The common message shape in one formatting step; None when it is not that shape."""
+    role, content, timestamp, meta = message.values()
+    try:  # the C function takes exactly what json passes it: str and its subclasses
+        role, content, timestamp = _string(role), _string(content), _string(timestamp)
+    except TypeError:
+        return None
+    if type(meta) is not dict:
+        meta_text = _encode(meta, inner)
+    elif not meta:
+        meta_text = "{}"
+    else:
+        meta_text = _encode_flat_dict(meta, inner)
+    return _message_format(level) % (role, content, timestamp, meta_text)
+
+
+def _encode_flat_dict(value: dict[Any, Any], level: int) -> str:
+    """A dict whose keys and values are all strings (most `meta`), else the general way."""
+    inner = level + 1
+    newline = _newline(inner)
+    try:
+        if len(value) == 1:
+            for key, item in value.items():
+                return "{" + newline + _string(key) + ": " + _string(item) + _NEWLINE[level] + "}"
+        items = [_string(key) + ": " + _string(item) for key, item in value.items()]
+    except TypeError:
+        return _encode_dict(value, level)
+    return "{" + newline + _SEPARATOR[inner].join(items) + _NEWLINE[level] + "}"
+
+
+_MESSAGE_FORMATS: dict[int, str] = {}
+
+
+def _message_format(level: int) -> str:
+    found = _MESSAGE_FORMATS.get(level)
+    if found is None:
+        outer, inner = _newline(level), _newline(level + 1)
+        found = _MESSAGE_FORMATS[level] = (
+            "{" + inner + '"role": %s,' + inner + '"content": %s,' + inner
+            + '"timestamp": %s,' + inner + '"meta": %s' + outer + "}"
+        )
+    return found

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
-from convsync_pipeline.core.conversations import merge_conversations
+from convsync_pipeline.core.conversations import merge_staged, render_pending
 from convsync_pipeline.core.document import dump_json
-from convsync_pipeline.pipeline.documents import load_document, save_document
-from convsync_pipeline.pipeline.ingest import merged_marker_key, staged_batches
+from convsync_pipeline.core.keys import document_key
+from convsync_pipeline.pipeline.documents import load_document
+from convsync_pipeline.pipeline.ingest import gc_paused, merged_marker_key, staged_batches
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
+
+log = logging.getLogger("convsync")
 
 
 @dataclass
@@ -37,13 +41,16 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     the version. The merged-marker is written after the document: a crash in between merely
     merges the same batches again, which the merge turns into "already present".
     """
-    with store.date_lock(
+    with gc_paused(), store.date_lock(
         date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
     ) as lease:
         loaded = load_document(store, date)
         merged = _merged_keys(store, date)
         fresh = staged_batches(store, date, skip=frozenset(merged))
-        outcome = merge_conversations(loaded.document, [batch for _, batch in fresh])
+        # The one merge rule, returning the new conversations as the records their models
+        # would dump: a large upload is merged without a pydantic model per message.
+        outcome = merge_staged(loaded.document, [batch for _, batch in fresh], from_json=True)
+        staged_keys = [key for key, _ in fresh]
         report = MergeReport(
             date=date,
             uploads_merged=sorted({batch.upload for _, batch in fresh}),
@@ -51,13 +58,27 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
             already_present=len(outcome.already_present),
             already_present_ids=outcome.already_present[:50],
         )
-        if outcome.changed or loaded.token is None:
-            loaded = save_document(store, loaded, outcome.document, lease)
-            report.wrote = True
-        if fresh:
-            lease.ensure_held()
-            keys = sorted({*merged, *(key for key, _ in fresh)})
-            store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
+        del fresh  # what is new lives on in `outcome.records`; the rest can go
         report.total = len(loaded.document.conversations)
         report.version = loaded.document.version
+        if outcome.changed or loaded.token is None:
+            # What save_document does for `loaded.document` + the new conversations, with the
+            # bytes sealed straight from the records: lease check, counts recomputed, version
+            # + 1, fence recorded, compare-and-swap against the token read, the log line.
+            lease.ensure_held()
+            data, version = loaded.document.sealed_json_appending(
+                outcome.records,
+                lock_generation=lease.generation,
+                appended_json=render_pending(outcome.records),
+            )
+            key = document_key(date)
+            store.compare_and_swap(key, data, loaded.token)
+            log.info("[Blob] wrote %s at version %d", key, version)
+            report.wrote = True
+            report.total += len(outcome.records)
+            report.version = version
+        if staged_keys:
+            lease.ensure_held()
+            keys = sorted({*merged, *staged_keys})
+            store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
         return report
