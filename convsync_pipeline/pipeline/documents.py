@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -61,3 +62,26 @@ def save_document(
     token = store.compare_and_swap(key, sealed.to_json_bytes(), loaded.token)
     log.info("[Blob] wrote %s at version %d", key, sealed.version)
     return LoadedDocument(sealed, token)
+
+
+def save_appended(
+    store: Store,
+    loaded: LoadedDocument,
+    records: list[dict[str, Any]],
+    appended_json: bytes | None,
+    lease: Lease,
+) -> int:
+    """`save_document` of `loaded.document` plus new conversation `records`, without models.
+
+    The same lease check, seal, compare-and-swap and log line; the new conversations are
+    written straight from their records (a large upload then costs no pydantic model per
+    message). Returns the version written.
+    """
+    lease.ensure_held()
+    data, version = loaded.document.sealed_json_appending(
+        records, lock_generation=lease.generation, appended_json=appended_json
+    )
+    key = document_key(loaded.document.date)
+    store.compare_and_swap(key, data, loaded.token)
+    log.info("[Blob] wrote %s at version %d", key, version)
+    return version

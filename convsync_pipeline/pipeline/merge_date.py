@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 
 from convsync_pipeline.core.conversations import merge_staged, render_pending
 from convsync_pipeline.core.document import dump_json
-from convsync_pipeline.core.keys import document_key
-from convsync_pipeline.pipeline.documents import load_document
+from convsync_pipeline.pipeline.documents import load_document, save_appended
 from convsync_pipeline.pipeline.ingest import gc_paused, merged_marker_key, staged_batches
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
 
-log = logging.getLogger("convsync")
 
 
 @dataclass
@@ -41,9 +38,15 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     the version. The merged-marker is written after the document: a crash in between merely
     merges the same batches again, which the merge turns into "already present".
     """
-    with gc_paused(), store.date_lock(
-        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
-    ) as lease:
+    with (
+        gc_paused(),
+        store.date_lock(
+            date,
+            owner,
+            ttl_seconds=settings.lock_ttl_seconds,
+            wait_seconds=settings.lock_wait_seconds,
+        ) as lease,
+    ):
         loaded = load_document(store, date)
         merged = _merged_keys(store, date)
         fresh = staged_batches(store, date, skip=frozenset(merged))
@@ -62,18 +65,9 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
         report.total = len(loaded.document.conversations)
         report.version = loaded.document.version
         if outcome.changed or loaded.token is None:
-            # What save_document does for `loaded.document` + the new conversations, with the
-            # bytes sealed straight from the records: lease check, counts recomputed, version
-            # + 1, fence recorded, compare-and-swap against the token read, the log line.
-            lease.ensure_held()
-            data, version = loaded.document.sealed_json_appending(
-                outcome.records,
-                lock_generation=lease.generation,
-                appended_json=render_pending(outcome.records),
+            version = save_appended(
+                store, loaded, outcome.records, render_pending(outcome.records), lease
             )
-            key = document_key(date)
-            store.compare_and_swap(key, data, loaded.token)
-            log.info("[Blob] wrote %s at version %d", key, version)
             report.wrote = True
             report.total += len(outcome.records)
             report.version = version
