@@ -13,7 +13,6 @@ from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
 
 
-
 @dataclass
 class MergeReport:
     date: str
