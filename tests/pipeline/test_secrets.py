@@ -48,6 +48,8 @@ def test_the_api_key_appears_nowhere(
     tmp_path, openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog, capfd
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, the SDK's and httpx's included
+    # A Dagster instance managing the convsync logger may have raised its level: reset it.
+    caplog.set_level(logging.DEBUG, logger="convsync")
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     root = tmp_path / "store"

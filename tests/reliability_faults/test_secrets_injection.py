@@ -192,6 +192,8 @@ def test_the_key_never_leaks_on_failure_paths(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)  # the SDK's and httpx2's own debug logging included
+    # A Dagster instance managing the convsync logger may have raised its level: reset it.
+    caplog.set_level(logging.DEBUG, logger="convsync")
     server = openai_env
     store = store_factory()
     ids = [f"k-{n:02d}" for n in range(12)]
@@ -390,6 +392,10 @@ def test_the_scan_finds_a_planted_key(
     from tests.fixtures.moto import _local_factory
 
     caplog.set_level(logging.DEBUG)
+
+    # A Dagster instance managing the convsync logger may have raised its level: reset it.
+
+    caplog.set_level(logging.DEBUG, logger="convsync")
     factory = _local_factory(tmp_path)
     store = factory()
     store.write("state/clean.json", b"{}")
