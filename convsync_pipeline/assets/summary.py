@@ -4,6 +4,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -34,8 +35,6 @@ def build_summary_asset(settings: Settings):
         try:
             summary = write_daily_summary(store, convsync.settings(), date, context.run_id)
         except DateLockedError as error:
-            from dagster import Failure
-
             raise Failure(str(error), allow_retries=False) from None
         current = load_document(store, date).document.version
         counts = summary.summary

@@ -32,3 +32,25 @@ CSV_HEADER = "conversation_id,timestamp,role,content\n"
 def csv_upload(*rows: tuple[str, str, str, str]) -> bytes:
     lines = [",".join(f'"{cell}"' for cell in row) for row in rows]
     return (CSV_HEADER + "\n".join(lines) + "\n").encode()
+
+
+def sensor_ticker(settings: Settings):
+    """Evaluate `new_upload_sensor` as the daemon does: tick(cursor) -> (run requests, cursor)."""
+    from dagster import SensorResult, build_sensor_context
+
+    from convsync_pipeline.definitions import build_definitions
+
+    sensor = build_definitions(settings).resolve_sensor_def("new_upload_sensor")
+    resource = ConvsyncResource.from_settings(settings)
+    instance = DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None) -> tuple[list, str | None]:
+        context = build_sensor_context(
+            cursor=cursor, resources={"convsync": resource}, instance=instance
+        )
+        result = sensor(context)
+        if isinstance(result, SensorResult):
+            return list(result.run_requests), result.cursor
+        return [], cursor
+
+    return tick

@@ -11,11 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-from convsync_pipeline.definitions import build_definitions
-from convsync_pipeline.resources.convsync import ConvsyncResource
-from tests.dagster.helpers import csv_upload, settings_for
+from tests.dagster.helpers import csv_upload, sensor_ticker, settings_for
 from tests.fixtures.moto import make_s3_client
 
 UPLOADS = 1_100  # more than one 1,000-key page of list_objects_v2
@@ -40,19 +37,11 @@ def test_sensor_over_more_than_a_page_with_same_second_bursts(s3_bucket):
     settings = settings_for(
         {"CONVSYNC_STORE": f"s3://{bucket}/root", "CONVSYNC_S3_ENDPOINT_URL": endpoint}
     )
-    definitions = build_definitions(settings)
-    sensor = definitions.resolve_sensor_def("new_upload_sensor")
-    resource = ConvsyncResource.from_settings(settings)
-    instance = DagsterInstance.ephemeral()
+    ticker = sensor_ticker(settings)
 
     def tick(cursor):
-        context = build_sensor_context(
-            cursor=cursor, resources={"convsync": resource}, instance=instance
-        )
-        result = sensor(context)
-        if isinstance(result, SensorResult):
-            return [r.tags["convsync/upload"] for r in result.run_requests], result.cursor
-        return [], cursor
+        requests, cursor = ticker(cursor)
+        return [r.tags["convsync/upload"] for r in requests], cursor
 
     requested: list[str] = []
     cursor = None

@@ -6,11 +6,10 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
+from dagster import build_schedule_context
 
 from convsync_pipeline.definitions import build_definitions
-from convsync_pipeline.resources.convsync import ConvsyncResource
-from tests.dagster.helpers import csv_upload, settings_for
+from tests.dagster.helpers import csv_upload, sensor_ticker, settings_for
 
 ROWS_11_12 = (
     ("a", "2026-02-11T10:00:00Z", "user", "hi"),
@@ -22,20 +21,7 @@ ROWS_11_12 = (
 def sensor_env(store_factory):
     store = store_factory()
     settings = settings_for(store_factory.env(store))
-    definitions = build_definitions(settings)
-    sensor = definitions.resolve_sensor_def("new_upload_sensor")
-    resource = ConvsyncResource.from_settings(settings)
-    instance = DagsterInstance.ephemeral()
-
-    def tick(cursor):
-        context = build_sensor_context(
-            cursor=cursor, resources={"convsync": resource}, instance=instance
-        )
-        result = sensor(context)
-        if isinstance(result, SensorResult):
-            return result.run_requests, result.cursor
-        return [], cursor
-
+    tick = sensor_ticker(settings)
     return store, tick
 
 
