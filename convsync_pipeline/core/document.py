@@ -8,8 +8,6 @@ counts can never drift from the data (seed fix 5).
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,34 +98,23 @@ class DateDocument(_Model):
         return dump_json(self.model_dump(by_alias=True, exclude_none=False))
 
     def sealed_json_appending(
-        self,
-        appended: Sequence[dict[str, Any]],
-        lock_generation: int | None = None,
-        *,
-        appended_json: bytes | None = None,
+        self, appended_json: bytes, appended: int, lock_generation: int | None = None
     ) -> tuple[bytes, int]:
-        """(bytes, version) of this document with `appended` added, sealed, without models.
+        """(bytes, version) of this document with `appended` new pending conversations, sealed.
 
-        Byte for byte ``self.model_copy(update={"conversations": [*self.conversations,
-        *models]}).sealed(lock_generation).to_json_bytes()``, where ``models`` are `appended`
-        validated as `Conversation`s, for records that are already exactly what such a model
-        dumps (`core.conversations.merge_staged` makes them so). Merging a large upload into a
-        date then never builds a pydantic model per new conversation and message.
-        `appended_json`, when given, is the text dump_json writes for `appended` inside the
-        list, separators included (`core.conversations.render_pending`).
+        `appended_json` is the text dump_json writes for those conversations as items of the
+        `conversations` list, separators between them included (`core.staging`). The result
+        is byte for byte what `sealed(lock_generation).to_json_bytes()` writes for the document
+        holding them as models, but a large upload is merged without a model per message.
         """
         counts = self.count_statuses()
-        added = Counter(record["processingStatus"] for record in appended)
-        summary = StatusSummary(
-            total=counts.total + len(appended),
-            **{status: getattr(counts, status) + added[status] for status in STATUSES},
+        summary = counts.model_copy(
+            update={"total": counts.total + appended, "pending": counts.pending + appended}
         )
         update = self._seal(summary, lock_generation)
         body = self.model_copy(update=update).model_dump(by_alias=True, exclude_none=False)
-        if appended_json is not None and appended:
+        if appended:
             body["conversations"].append(_Verbatim(appended_json))
-        else:
-            body["conversations"].extend(appended)
         return dump_json(body), update["blob_meta"].version
 
     @classmethod

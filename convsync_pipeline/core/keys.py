@@ -43,7 +43,8 @@ def staging_prefix(date: str) -> str:
 
 
 def staging_key(date: str, upload_key: str, etag: str) -> str:
-    return f"{staging_prefix(date)}{upload_id(upload_key, etag)}.json"
+    """One upload version's conversations of one date (`core.staging`; `.json` before 0.2)."""
+    return f"{staging_prefix(date)}{upload_id(upload_key, etag)}.arrow"
 
 
 def quarantine_key(upload_key: str, etag: str) -> str:

@@ -192,7 +192,7 @@ def _frame(
     ts_ns: np.ndarray,
     roles: Sequence[str] | pa.Array,
     contents: Sequence[str] | pa.Array,
-    metas: Sequence[dict[str, Any]],
+    metas: Sequence[dict[str, Any]] | pa.StructArray,
     record_nos: np.ndarray,
 ) -> pd.DataFrame:
     def text(values: Sequence[str] | pa.Array) -> pd.Series:
@@ -200,8 +200,11 @@ def _frame(
             return pd.Series(values.to_pandas(), dtype="str")
         return pd.Series(values, dtype="str")
 
-    meta = np.empty(len(metas), dtype=object)
-    meta[:] = metas
+    if isinstance(metas, pa.StructArray):
+        meta = pd.Series(pd.arrays.ArrowExtensionArray(metas))
+    else:
+        meta = np.empty(len(metas), dtype=object)
+        meta[:] = metas
     return pd.DataFrame(
         {
             "conversation_id": text(ids),
@@ -209,7 +212,7 @@ def _frame(
             "ts_ns": np.asarray(ts_ns, dtype=np.int64),
             "role": text(roles),
             "content": text(contents),
-            "meta": pd.Series(meta, dtype=object),
+            "meta": meta if isinstance(meta, pd.Series) else pd.Series(meta, dtype=object),
             "record_no": np.asarray(record_nos, dtype=np.int64),
         }
     )
@@ -475,19 +478,31 @@ def _csv_assemble(
 
 def _csv_meta(
     columns: Sequence[pa.Array], plan: _Plan, keep: pa.Array, count: int
-) -> list[dict[str, Any]]:
-    """One dict per kept row of its extra columns' non-blank values, filled column by column."""
-    metas: list[dict[str, Any]] = [{} for _ in range(count)]
-    for index, name in plan.extras:
+) -> pa.StructArray:
+    """The kept rows' extra columns as one struct per row, null where blank: each row's `meta`
+    (see `meta_dicts`), built column by column without a dict per row."""
+    if not plan.extras:
+        return pa.StructArray.from_buffers(pa.struct([]), count, [None])
+    fields = []
+    for index, _ in plan.extras:
         column = columns[index].filter(keep)
-        present = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
-        rows = np.flatnonzero(present.to_numpy(zero_copy_only=False))
-        if len(rows) == 0:
-            continue
-        values = column.filter(present).to_pylist()
-        for row, value in zip(rows.tolist(), values, strict=True):
-            metas[row][name] = value
-    return metas
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        column = column.cast(pa.string())
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+        fields.append(pc.if_else(blank, pa.scalar(None, pa.string()), column))
+    return pa.StructArray.from_arrays(fields, names=[name for _, name in plan.extras])
+
+
+def meta_dicts(meta: pd.Series) -> list[dict[str, Any]]:
+    """Each message's `meta` as a dict. A CSV's extra columns arrive as a struct per row, null
+    where the cell was blank: a blank cell is no key at all."""
+    if isinstance(meta.dtype, pd.ArrowDtype):
+        return [
+            {key: value for key, value in row.items() if value is not None}
+            for row in meta.tolist()
+        ]
+    return meta.tolist()
 
 
 # --------------------------------------------------------------------------- JSON / JSONL

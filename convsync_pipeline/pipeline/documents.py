@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -65,21 +64,16 @@ def save_document(
 
 
 def save_appended(
-    store: Store,
-    loaded: LoadedDocument,
-    records: list[dict[str, Any]],
-    appended_json: bytes | None,
-    lease: Lease,
+    store: Store, loaded: LoadedDocument, appended_json: bytes, appended: int, lease: Lease
 ) -> int:
-    """`save_document` of `loaded.document` plus new conversation `records`, without models.
+    """`save_document` of `loaded.document` plus `appended` new pending conversations, given
+    as their text (`core.conversations.merge_staged`), without a model per message.
 
-    The same lease check, seal, compare-and-swap and log line; the new conversations are
-    written straight from their records (a large upload then costs no pydantic model per
-    message). Returns the version written.
+    The same lease check, seal, compare-and-swap and log line. Returns the version written.
     """
     lease.ensure_held()
     data, version = loaded.document.sealed_json_appending(
-        records, lock_generation=lease.generation, appended_json=appended_json
+        appended_json, appended, lock_generation=lease.generation
     )
     key = document_key(loaded.document.date)
     store.compare_and_swap(key, data, loaded.token)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from convsync_pipeline.core.conversations import StagedBatch, staged_bodies
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.core.keys import (
@@ -27,6 +26,7 @@ from convsync_pipeline.core.keys import (
     upload_index_key,
 )
 from convsync_pipeline.core.records import parse_upload
+from convsync_pipeline.core.staging import StagedUpload, stage_messages
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo, Store
 
@@ -102,12 +102,10 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
         parsed = parse_upload(info.key, found.data, tz=settings.tz, day_first=settings.day_first)
         del found
         conversations_by_date: dict[str, int] = {}
-        # Each date's body is exactly dump_json({"upload", "etag", "date", "conversations":
-        # group_by_date(...)[date]}), built column-wise (see `staged_bodies`).
-        for date, count, body in staged_bodies(parsed.messages, info.key, etag, settings.tz):
-            store.write(staging_key(date, info.key, etag), body)
-            conversations_by_date[date] = count
-            del body
+        # Each conversation rendered once, as its date document will hold it (`core.staging`).
+        for staged in stage_messages(parsed.messages, info.key, etag, settings.tz):
+            store.write(staging_key(staged.date, info.key, etag), staged.encode())
+            conversations_by_date[staged.date] = len(staged)
         quarantined_at = None
         if parsed.quarantined:
             quarantined_at = quarantine_key(info.key, etag)
@@ -140,10 +138,10 @@ def ingest_new_uploads(
             yield report
 
 
-def staged_batches(
+def staged_uploads(
     store: Store, date: str, *, skip: frozenset[str] = frozenset()
-) -> list[tuple[str, StagedBatch]]:
-    """Uploads' contributions to `date` as (staging key, batch), except the keys in `skip`."""
+) -> list[tuple[str, StagedUpload]]:
+    """Uploads' contributions to `date` as (staging key, staged), except the keys in `skip`."""
     batches = []
     for info in store.list(staging_prefix(date)):
         if info.key in skip:
@@ -151,10 +149,7 @@ def staged_batches(
         data = store.read(info.key)
         if data is None:
             continue
-        body = json.loads(data)
-        batches.append(
-            (info.key, StagedBatch(upload=body["upload"], conversations=body["conversations"]))
-        )
+        batches.append((info.key, StagedUpload.decode(data, info.key)))
     return batches
 
 

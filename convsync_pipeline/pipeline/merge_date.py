@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from convsync_pipeline.core.conversations import merge_staged, render_pending
+from convsync_pipeline.core.conversations import merge_staged
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.pipeline.documents import load_document, save_appended
-from convsync_pipeline.pipeline.ingest import gc_paused, merged_marker_key, staged_batches
+from convsync_pipeline.pipeline.ingest import gc_paused, merged_marker_key, staged_uploads
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
 
@@ -48,28 +48,26 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     ):
         loaded = load_document(store, date)
         merged = _merged_keys(store, date)
-        fresh = staged_batches(store, date, skip=frozenset(merged))
-        # The one merge rule, returning the new conversations as the records their models
-        # would dump: a large upload is merged without a pydantic model per message.
-        outcome = merge_staged(loaded.document, [batch for _, batch in fresh], from_json=True)
+        fresh = staged_uploads(store, date, skip=frozenset(merged))
+        # The one merge rule; the new conversations come as their text, never decoded.
+        outcome = merge_staged(loaded.document, [staged for _, staged in fresh])
         staged_keys = [key for key, _ in fresh]
+        del fresh
         report = MergeReport(
             date=date,
-            uploads_merged=sorted({batch.upload for _, batch in fresh}),
+            uploads_merged=outcome.uploads,
             added=len(outcome.added),
             already_present=len(outcome.already_present),
             already_present_ids=outcome.already_present[:50],
+            total=len(loaded.document.conversations),
+            version=loaded.document.version,
         )
-        del fresh  # what is new lives on in `outcome.records`; the rest can go
-        report.total = len(loaded.document.conversations)
-        report.version = loaded.document.version
         if outcome.changed or loaded.token is None:
-            version = save_appended(
-                store, loaded, outcome.records, render_pending(outcome.records), lease
+            report.version = save_appended(
+                store, loaded, outcome.appended_json, len(outcome.added), lease
             )
             report.wrote = True
-            report.total += len(outcome.records)
-            report.version = version
+            report.total += len(outcome.added)
         if staged_keys:
             lease.ensure_held()
             keys = sorted({*merged, *staged_keys})

@@ -5,12 +5,14 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convsync_pipeline.core.conversations import StagedBatch, group_by_date, merge_conversations
+from convsync_pipeline.core.conversations import StagedMerge, group_by_date, merge_staged
 from convsync_pipeline.core.dates import to_iso
 from convsync_pipeline.core.document import DateDocument
+from convsync_pipeline.core.staging import StagedUpload
 
 BASE_NS = 1_770_768_000 * 10**9  # 2026-02-11T00:00:00Z
 
@@ -41,7 +43,20 @@ batches = st.lists(
 )
 
 
-def to_batches(raw) -> list[StagedBatch]:
+def staged(upload: str, conversations: list[dict]) -> StagedUpload:
+    return StagedUpload.from_records(upload, "etag", "2026-02-11", conversations)
+
+
+def merge(document: DateDocument, batches: list[StagedUpload]) -> tuple[DateDocument, StagedMerge]:
+    """The merge and the save's seal, read back: the document a merge would store."""
+    outcome = merge_staged(document, batches)
+    if not outcome.changed:
+        return document, outcome
+    data, _ = document.sealed_json_appending(outcome.appended_json, len(outcome.added))
+    return DateDocument.from_json_bytes(data), outcome
+
+
+def to_batches(raw) -> list[StagedUpload]:
     result = []
     for upload, items in raw:
         seen = set()
@@ -50,7 +65,7 @@ def to_batches(raw) -> list[StagedBatch]:
             if cid not in seen:  # within one upload an id is one conversation
                 seen.add(cid)
                 conversations.append(record(cid, minute, text))
-        result.append(StagedBatch(upload=upload, conversations=conversations))
+        result.append(staged(upload, conversations))
     return result
 
 
@@ -58,49 +73,56 @@ def to_batches(raw) -> list[StagedBatch]:
 @given(first=batches, second=batches)
 def test_merge_properties(first, second):
     empty = DateDocument.empty("2026-02-11")
-    once = merge_conversations(empty, to_batches(first)).document
+    once, _ = merge(empty, to_batches(first))
     doc_ids = [c.id for c in once.conversations]
     assert len(doc_ids) == len(set(doc_ids)), "ids unique"
 
-    again = merge_conversations(once, to_batches(first))
-    assert not again.changed and again.document == once, "idempotent"
+    again_document, again = merge(once, to_batches(first))
+    assert not again.changed and again_document == once, "idempotent"
 
-    later = merge_conversations(once, to_batches(second))
+    later_document, later = merge(once, to_batches(second))
     before = once.by_id()
-    after = later.document.by_id()
+    after = later_document.by_id()
     for cid, conversation in before.items():
         assert after[cid] == conversation, "an existing conversation is never changed"
-    assert len(later.document.conversations) == len(after), "ids unique after a later merge"
-    incoming = sum(len(b.conversations) for b in to_batches(second))
+    assert len(later_document.conversations) == len(after), "ids unique after a later merge"
+    incoming = sum(len(b) for b in to_batches(second))
     assert len(later.added) + len(later.already_present) == incoming
+    for conversation in later_document.conversations:
+        if conversation.id in later.added:
+            assert conversation.processing_status == "pending"
 
 
 def test_first_upload_by_key_order_wins_and_later_records_count_as_present():
     earlier_in_time = record("c1", 1, "from b")
     later_in_time = record("c1", 50, "from a")
-    outcome = merge_conversations(
+    document, outcome = merge(
         DateDocument.empty("2026-02-11"),
-        [
-            StagedBatch("incoming/b.csv", [earlier_in_time]),
-            StagedBatch("incoming/a.csv", [later_in_time]),
-        ],
+        [staged("incoming/b.csv", [earlier_in_time]), staged("incoming/a.csv", [later_in_time])],
     )
-    (only,) = outcome.document.conversations
+    (only,) = document.conversations
     assert only.messages[0].content == "from a"
     assert outcome.already_present == ["c1"]
 
 
 def test_existing_success_is_not_reset_by_a_reupload():
-    doc = merge_conversations(
-        DateDocument.empty("2026-02-11"), [StagedBatch("incoming/a.csv", [record("c1", 1)])]
-    ).document
+    doc, _ = merge(DateDocument.empty("2026-02-11"), [staged("incoming/a.csv", [record("c1", 1)])])
     done = doc.conversations[0].model_copy(
         update={"processing_status": "success", "analysis": {"summary": "x"}, "processed_at": "t"}
     )
     doc = doc.model_copy(update={"conversations": [done]})
-    outcome = merge_conversations(doc, [StagedBatch("incoming/z.csv", [record("c1", 0, "new")])])
-    assert not outcome.changed
-    assert outcome.document.conversations[0].processing_status == "success"
+    after, outcome = merge(doc, [staged("incoming/z.csv", [record("c1", 0, "new")])])
+    assert not outcome.changed and outcome.appended_json == b""
+    assert after.conversations[0].processing_status == "success"
+
+
+def test_staged_records_are_reset_to_pending_and_invalid_ones_refused():
+    done = {**record("c1", 1), "processingStatus": "success", "retryCount": 2, "analysis": {}}
+    document, _ = merge(DateDocument.empty("2026-02-11"), [staged("incoming/a.csv", [done])])
+    (only,) = document.conversations
+    assert (only.processing_status, only.retry_count, only.analysis) == ("pending", 0, None)
+    with pytest.raises(ValueError):
+        staged("incoming/a.csv", [{**record("c1", 1), "id": 5}])
 
 
 def messages_frame(rows) -> pd.DataFrame:

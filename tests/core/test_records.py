@@ -19,6 +19,7 @@ from convsync_pipeline.core.records import (
     MESSAGE_COLUMNS,
     ParsedUpload,
     QuarantinedRecord,
+    meta_dicts,
     parse_upload,
     upload_format,
 )
@@ -41,7 +42,7 @@ def check(parsed: ParsedUpload) -> ParsedUpload:
     for name in ("conversation_id", "timestamp", "role", "content"):
         assert pd.api.types.is_string_dtype(frame[name].dtype), name
         assert not frame[name].isna().any(), name
-    assert all(isinstance(m, dict) for m in frame["meta"])
+    assert all(isinstance(m, dict) for m in meta_dicts(frame["meta"]))
     assert frame["record_no"].is_monotonic_increasing and frame["record_no"].is_unique
     assert (frame["conversation_id"].str.strip() == frame["conversation_id"]).all()
     assert (frame["conversation_id"] != "").all()
@@ -108,7 +109,7 @@ def test_csv_basic_with_meta_and_record_numbers() -> None:
         ("c1", ISO, "user", "hello"),
         ("c1", "2026-02-11T14:04:00.000Z", "assistant", "hi there"),
     ]
-    assert parsed.messages["meta"].tolist() == [{"channel": "web"}, {"score": "0.5"}]
+    assert meta_dicts(parsed.messages["meta"]) == [{"channel": "web"}, {"score": "0.5"}]
     assert parsed.messages["record_no"].tolist() == [1, 2]
     assert parsed.messages["ts_ns"].tolist()[0] == 1770818580 * 10**9
     assert parsed.records_in == 2 and parsed.quarantined == []
@@ -133,12 +134,12 @@ def test_csv_canonical_name_beats_alias_and_the_loser_goes_to_meta() -> None:
     parsed = parse("u.csv", f"text,content,date,timestamp,conversation_id\n"
                             f"from text,from content,2020-01-01,{TS},c1\n")
     assert rows_of(parsed) == [("c1", ISO, "unknown", "from content")]
-    assert parsed.messages["meta"][0] == {"text": "from text", "date": "2020-01-01"}
+    assert meta_dicts(parsed.messages["meta"])[0] == {"text": "from text", "date": "2020-01-01"}
 
 
 def test_csv_duplicate_and_blank_header_names_stay_apart() -> None:
     parsed = parse("u.csv", f"conversation_id,timestamp,x,x,\nc1,{TS},1,2,3\n")
-    assert parsed.messages["meta"][0] == {"x": "1", "x.1": "2", "column_5": "3"}
+    assert meta_dicts(parsed.messages["meta"])[0] == {"x": "1", "x.1": "2", "column_5": "3"}
 
 
 def test_csv_missing_role_and_content() -> None:
@@ -387,7 +388,7 @@ def test_json_list_of_message_records() -> None:
         ("c2", ISO, "bot", "hi"),
         ("c3", ISO, "unknown", ""),
     ]
-    assert parsed.messages["meta"].tolist() == [{"lang": "en"}, {"n": 0}, {}]
+    assert meta_dicts(parsed.messages["meta"]) == [{"lang": "en"}, {"n": 0}, {}]
     assert parsed.messages["record_no"].tolist() == [1, 2, 3]
 
 
@@ -405,7 +406,7 @@ def test_json_list_of_conversation_objects_shares_conversation_fields() -> None:
         ("c1", "2026-02-11T14:04:00.000Z", "assistant", "a"),
         ("7", ISO, "user", "x"),
     ]
-    assert parsed.messages["meta"].tolist() == [
+    assert meta_dicts(parsed.messages["meta"]) == [
         {"channel": "web", "title": "own"}, {"channel": "web", "title": "T"}, {}
     ]
     assert parsed.messages["record_no"].tolist() == [1, 2, 3]
@@ -527,7 +528,7 @@ def test_jsonl_lines_blank_lines_and_bad_lines() -> None:
     for key in ("u.jsonl", "u.ndjson", "u.JSONL.gz"):
         parsed = parse(key, gzip.compress(data) if key.endswith("gz") else data)
         assert rows_of(parsed) == [("c1", ISO, "user", "a"), ("c2", ISO, "user", "b")]
-        assert parsed.messages["meta"].tolist() == [{}, {"topic": "t"}]
+        assert meta_dicts(parsed.messages["meta"]) == [{}, {"topic": "t"}]
         assert parsed.messages["record_no"].tolist() == [1, 3]
         assert [(q.position, q.message, q.reason.split(":")[0]) for q in parsed.quarantined] == [
             (4, None, "line is not valid JSON"),
@@ -639,7 +640,7 @@ def test_json_message_id_inside_a_conversation_yields_to_the_conversation() -> N
     ]}]
     parsed = parse("u.json", json.dumps(doc))
     assert parsed.messages["conversation_id"].tolist() == ["c1", "c1"]
-    assert parsed.messages["meta"].tolist() == [{}, {"conversation_id": "other"}]
+    assert meta_dicts(parsed.messages["meta"]) == [{}, {"conversation_id": "other"}]
 
 
 def test_json_text_that_only_looks_like_a_surrogate_escape_is_kept() -> None:

@@ -44,6 +44,7 @@ from convsync_pipeline.core.keys import (
     quarantine_key,
     upload_index_key,
 )
+from convsync_pipeline.core.staging import StagedUpload
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads, read_upload_report
 from convsync_pipeline.pipeline.merge_date import merge_date
 from convsync_pipeline.settings import Settings, load_settings
@@ -295,11 +296,11 @@ def _check_uploads(store: Store, expected: dict[str, tuple[int, int]]) -> dict[s
     staged_messages: Counter[str] = Counter()
     staged_conversations: dict[str, set[str]] = {}
     for info in store.list("staging/"):
-        body = json.loads(store.read(info.key) or b"{}")
+        staged = StagedUpload.decode(store.read(info.key) or b"", info.key)
         date = info.key.split("/")[1]
-        assert body["date"] == date, info.key
-        for conversation in body["conversations"]:
-            staged_messages[body["upload"]] += len(conversation["messages"])
+        assert staged.date == date, info.key
+        for conversation in staged.conversations():
+            staged_messages[staged.upload] += len(conversation["messages"])
             staged_conversations.setdefault(date, set()).add(conversation["id"])
             # nothing outside its own date: the first message decides, in UTC here
             assert local_day(conversation["startedAt"], ZoneInfo("UTC")) == date, conversation
@@ -346,7 +347,7 @@ def _check_document(store: Store, date: str) -> dict[str, Any]:
     staged = {
         c["id"]
         for info in store.list(f"staging/{date}/")
-        for c in json.loads(store.read(info.key) or b"{}")["conversations"]
+        for c in StagedUpload.decode(store.read(info.key) or b"", info.key).conversations()
     }
     assert set(ids) == staged, "every accepted conversation of the date is in its document"
     for conversation in document["conversations"]:
@@ -542,7 +543,8 @@ def _check_property_store(
     for info in store.list("staging/"):
         date = info.key.split("/")[1]
         dates.add(date)
-        for conversation in json.loads(store.read(info.key) or b"{}")["conversations"]:
+        batch = StagedUpload.decode(store.read(info.key) or b"", info.key)
+        for conversation in batch.conversations():
             assert local_day(conversation["startedAt"], settings_.tz) == date
             assert 1970 <= int(conversation["startedAt"][:4]) <= 2100
             staged += len(conversation["messages"])

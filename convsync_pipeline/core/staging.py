@@ -1,0 +1,422 @@
+"""One upload's conversations of one date, staged between ingest and merge (internal format).
+
+Ingest renders every new conversation once, exactly as a date document will hold it (the
+text `dump_json` writes for a `pending` conversation as an item of the `conversations`
+list), and stages them per (date, upload version) as an Arrow IPC stream: one row per
+conversation, its id and its text. The merge then decodes no JSON and builds no Python object
+per message: it picks the new ids by the one merge rule and splices their text into the
+document (`core.conversations.merge_staged`).
+
+The text is assembled column-wise by Arrow in its final order (`stage_messages`); what
+that path cannot take goes through `group_by_date` and `dump_json`'s own encoder
+(`StagedUpload.from_records`), which the property tests hold it equal to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from convsync_pipeline.core.conversations import ConversationRecord, group_by_date
+from convsync_pipeline.core.dates import local_dates
+from convsync_pipeline.core.document import (
+    Conversation,
+    JsonFragmentError,
+    json_fragment,
+    json_string,
+)
+
+FORMAT = "convsync-staging/1"
+LIST_LEVEL = 2  # conversations are items of a list two containers deep in a date document
+SEPARATOR = ",\n  "  # dump_json's separator between those items
+_TEXT = pa.large_string()
+_SCHEMA = pa.schema([("id", pa.string()), ("text", _TEXT)])
+
+
+class StagingFormatError(ValueError):
+    """A staged object is not in a format this version reads; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """The conversations one upload version brings to one date, each rendered as pending."""
+
+    upload: str
+    etag: str
+    date: str
+    ids: pa.Array  # string, unique within the object
+    texts: pa.Array | pa.ChunkedArray  # large_string: each conversation's list item text
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def encode(self) -> bytes:
+        """An Arrow IPC stream; upload, etag and date ride in the schema's metadata."""
+        schema = _SCHEMA.with_metadata(
+            {"format": FORMAT, "upload": self.upload, "etag": self.etag, "date": self.date}
+        )
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_table(pa.Table.from_arrays([self.ids, self.texts], schema=schema))
+        return sink.getvalue().to_pybytes()
+
+    @classmethod
+    def decode(cls, data: bytes, key: str) -> StagedUpload:
+        """Read what `encode` wrote (zero-copy); a staging body of the JSON format before it
+        is re-rendered from its records, so an upgrade never strands staged uploads."""
+        if data[:1] == b"{":
+            return cls._from_json_body(data, key)
+        try:
+            table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        except pa.ArrowInvalid as error:
+            raise StagingFormatError(f"{key} is not a staged upload: {error}") from None
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if meta.get("format") != FORMAT or table.schema.remove_metadata() != _SCHEMA:
+            raise StagingFormatError(
+                f"{key} is staged in format {meta.get('format')!r}, not {FORMAT!r}"
+            )
+        return cls(
+            upload=meta["upload"],
+            etag=meta["etag"],
+            date=meta["date"],
+            ids=table.column("id").combine_chunks(),
+            texts=table.column("text"),  # kept in its chunks: the merge copies it only once
+        )
+
+    @classmethod
+    def _from_json_body(cls, data: bytes, key: str) -> StagedUpload:
+        try:
+            body = json.loads(data)
+            return cls.from_records(
+                body["upload"], body["etag"], body["date"], body["conversations"]
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise StagingFormatError(f"{key} is not a staged upload: {error}") from None
+
+    @classmethod
+    def from_records(
+        cls, upload: str, etag: str, date: str, records: Sequence[ConversationRecord]
+    ) -> StagedUpload:
+        """Stage conversation records the general way: each validated as a `Conversation`,
+        reset to pending, and written by dump_json's encoder (the reference for the
+        column-wise path; invalid records raise pydantic's ValidationError)."""
+        texts = []
+        for record in records:
+            model = Conversation.model_validate(record).model_copy(update=_PENDING)
+            texts.append(json_fragment(model.model_dump(by_alias=True), LIST_LEVEL))
+        return cls(
+            upload=upload,
+            etag=etag,
+            date=date,
+            ids=pa.array([record["id"] for record in records], type=pa.string()),
+            texts=pa.array(texts, type=_TEXT),
+        )
+
+    def conversations(self) -> list[ConversationRecord]:
+        """The staged conversations as JSON records (for inspection and tests)."""
+        return json.loads("[" + SEPARATOR.join(self.texts.to_pylist()) + "]")
+
+
+_PENDING = {
+    "processing_status": "pending",
+    "retry_count": 0,
+    "processing_error": None,
+    "processed_at": None,
+    "analysis": None,
+}
+
+
+def joined_texts(texts: Sequence[pa.Array]) -> bytes:
+    """The texts, in order, joined by dump_json's list separator: the items to splice into a
+    document's `conversations` list. One copy, done by Arrow."""
+    parts = [
+        chunk
+        for text in texts
+        for chunk in (text.chunks if isinstance(text, pa.ChunkedArray) else [text])
+        if len(chunk)
+    ]
+    if not parts:
+        return b""
+    combined = pa.chunked_array(parts, type=_TEXT).combine_chunks()
+    prefixed = pc.binary_join_element_wise(_scalar(SEPARATOR), combined, _scalar(""))
+    return _buffer_span(prefixed, 0, len(prefixed))[len(SEPARATOR) :]
+
+
+def _buffer_span(text: pa.Array, first: int, end: int) -> bytes:
+    """The bytes of rows [first, end) of a string array: one slice of its data buffer."""
+    _, offsets_buffer, data = text.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[text.offset :]
+    return memoryview(data)[int(offsets[first]) : int(offsets[end])].tobytes()
+
+
+# --------------------------------------------------------------------------- column-wise
+
+_NEEDS_ESCAPE = '[\\x00-\\x1f"\\\\]'  # what json escapes when ensure_ascii=False (RE2 syntax)
+_RARE_ESCAPE = "[\\x00-\\x07\\x0b\\x0e-\\x1f]"  # the control characters json writes as \u00XX
+_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
+            ("\x08", "\\b"), ("\x0c", "\\f"))
+_META_CACHE_LIMIT = 4096
+# dump_json's layout of a conversation in a date document: the conversation at level 2, its
+# messages at level 4; each level is one more space of indentation.
+_N = ["\n" + " " * level for level in range(7)]
+_MESSAGE_PARTS = (
+    "{" + _N[5] + '"role": "', '",' + _N[5] + '"content": "', '",' + _N[5] + '"timestamp": "',
+    '",' + _N[5] + '"meta": ', _N[4] + "}",
+)
+_CONVERSATION_HEAD = "{%s" + '"id": %s,%s"startedAt": %s,%s"endedAt": %s,%s"messages": [%s'
+_CONVERSATION_TAIL = (
+    _N[3] + "]," + _N[3] + '"source": %s,' + _N[3] + '"processingStatus": "pending",'
+    + _N[3] + '"retryCount": 0,' + _N[3] + '"processingError": null,' + _N[3]
+    + '"processedAt": null,' + _N[3] + '"analysis": null' + _N[2] + "}"
+)
+_MESSAGE_LEVEL = 5  # a message's meta sits five containers deep
+
+
+def _scalar(text: str) -> pa.Scalar:
+    return pa.scalar(text, type=_TEXT)
+
+
+def _escaped(values: pa.Array) -> pa.Array:
+    """Each string as json writes it between its quotes; vectorised, only where needed."""
+    needs = pc.match_substring_regex(values, _NEEDS_ESCAPE)
+    if not pc.any(needs).as_py():
+        return values
+    subset = values.filter(needs)
+    escaped = subset
+    for char, replacement in _ESCAPES:
+        escaped = pc.replace_substring(escaped, char, replacement)
+    rare = np.asarray(pc.match_substring_regex(escaped, _RARE_ESCAPE).to_numpy(
+        zero_copy_only=False), bool)
+    if rare.any():  # the few with other control characters: json's own function
+        rows = np.flatnonzero(rare)
+        exact = [json_string(v)[1:-1] for v in subset.take(pa.array(rows)).to_pylist()]
+        escaped = pc.replace_with_mask(escaped, pa.array(rare), pa.array(exact, type=_TEXT))
+    return pc.replace_with_mask(values, needs, escaped)
+
+
+def _meta_texts(metas: list[Any]) -> list[str]:
+    """Each message's `meta` as dump_json writes it inside a message of a document.
+
+    Exports repeat a few meta values (a channel, a queue) over and over: texts of dicts of
+    strings are cached by their items (str never equals a non-str, so the cache cannot answer
+    for a dict with other values).
+    """
+    cache: dict[tuple[tuple[str, str], ...], str] = {}
+    get = cache.get
+    texts = []
+    append = texts.append
+    for meta in metas:
+        if type(meta) is dict:
+            if not meta:
+                append("{}")
+                continue
+            try:
+                items = tuple(meta.items())
+                text = get(items)
+            except TypeError:  # an unhashable value: a list or a dict inside meta
+                items, text = None, None
+            if text is None:
+                text = json_fragment(meta, _MESSAGE_LEVEL)
+                if items is not None and len(cache) < _META_CACHE_LIMIT and all(
+                    type(key) is str and type(value) is str for key, value in items
+                ):
+                    cache[items] = text
+            append(text)
+        else:
+            append(json_fragment(meta, _MESSAGE_LEVEL))
+    return texts
+
+
+def _meta_column(meta: pd.Series) -> pa.Array:
+    """Each message's `meta` text: column-wise for a CSV's extra columns (a struct per row,
+    null where blank: no key), one dict at a time otherwise."""
+    if not isinstance(meta.dtype, pd.ArrowDtype):
+        return pa.array(_meta_texts(meta.tolist()), type=_TEXT)
+    struct = pa.array(meta.array)
+    if isinstance(struct, pa.ChunkedArray):
+        struct = struct.combine_chunks()
+    if not pa.types.is_struct(struct.type) or struct.null_count:
+        raise TypeError("meta is not a struct of text columns")
+    if struct.type.num_fields == 0:
+        return pa.repeat(_scalar("{}"), len(struct))
+    items = []  # each present cell as ",<newline>key: value"; an absent one as ""
+    for index, field in enumerate(struct.type):
+        values = pc.struct_field(struct, [index]).cast(_TEXT)
+        item = pc.binary_join_element_wise(
+            _scalar("," + _N[6] + json_string(field.name) + ': "'),
+            _escaped(values.fill_null("")),
+            _scalar('"'),
+            _scalar(""),
+        )
+        items.append(pc.if_else(values.is_valid(), item, _scalar("")))
+    joined = pc.binary_join_element_wise(*items, _scalar(""))
+    wrapped = pc.binary_join_element_wise(
+        _scalar("{"), pc.utf8_slice_codeunits(joined, 1), _scalar(_N[5] + "}"), _scalar("")
+    )
+    return pc.if_else(pc.equal(pc.utf8_length(joined), 0), _scalar("{}"), wrapped)
+
+
+def _text_column(frame: pd.DataFrame, name: str) -> pa.Array:
+    column = pa.array(frame[name].array, type=_TEXT)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        raise ValueError(f"{name} has missing values")
+    return column
+
+
+def stage_messages(
+    messages: pd.DataFrame, source: str, etag: str, tz: ZoneInfo
+) -> Iterator[StagedUpload]:
+    """One upload's messages as staged conversations per date, without a dict per message.
+
+    Equal to ``StagedUpload.from_records(source, etag, date, group_by_date(messages, source,
+    tz)[date])`` for each date: the same grouping, order, dating and text, but assembled
+    column-wise by Arrow, in its final order. Columns it cannot take that way (missing values,
+    non-text, text Arrow refuses, a meta value dump_json would hand to json.dumps) take exactly
+    that expression instead. Arrow's kernels release the GIL: they run on a second thread
+    while this one does the per-conversation and per-meta Python work.
+    """
+    if messages.empty:
+        return
+    try:
+        columns = {
+            name: _text_column(messages, name)
+            for name in ("conversation_id", "timestamp", "role", "content")
+        }
+    except (pa.ArrowException, ValueError, TypeError, UnicodeError):
+        yield from _stage_slowly(messages, source, etag, tz)
+        return
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convsync-stage") as pool:
+        staged = _stage_columns(messages, columns, source, etag, tz, pool)
+    if staged is None:
+        yield from _stage_slowly(messages, source, etag, tz)
+    else:
+        yield from staged
+
+
+def _stage_columns(
+    messages: pd.DataFrame,
+    columns: dict[str, pa.Array],
+    source: str,
+    etag: str,
+    tz: ZoneInfo,
+    pool: ThreadPoolExecutor,
+) -> list[StagedUpload] | None:
+    # Conversations: group by id (codes in order of first appearance), order each one's
+    # messages by (time, record number) as group_by_date's stable sort does, and date it by
+    # its earliest message.
+    encoded = columns["conversation_id"].dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    ts_ns = messages["ts_ns"].to_numpy(dtype=np.int64)
+    record_no = messages["record_no"].to_numpy(dtype=np.int64)
+    order = np.lexsort((record_no, ts_ns, codes))
+    sorted_codes = codes[order]
+    cut = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+    starts = np.concatenate(([0], cut))
+    lengths = np.diff(np.concatenate((starts, [len(order)])))
+    group_codes = sorted_codes[starts]
+    first_seen = np.minimum.reduceat(record_no[order], starts)
+    days = np.asarray(local_dates(pd.Series(ts_ns[order][starts]), tz).tolist(), dtype=object)
+    # Filed per date by first appearance in the upload; ties (only possible with repeated
+    # record numbers) in group_by_date's id order.
+    id_rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+    id_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(id_rank))
+    day_values, day_of_group = np.unique(days, return_inverse=True)
+    filing = np.lexsort((id_rank[group_codes], first_seen, day_of_group))
+    filed_days = day_of_group[filing]
+    filed_lengths = lengths[filing]
+
+    # Every message in its final place: conversations in filing order, each one's messages in
+    # time order. Each message's text carries its conversation's head (before the first
+    # message) or the separator after the previous message, and its conversation's tail
+    # (after the last one): a conversation's text is one contiguous run of the result.
+    filed_starts = np.concatenate(([0], np.cumsum(filed_lengths)[:-1]))
+    final = pa.array(
+        order[np.repeat(starts[filing] - filed_starts, filed_lengths) + np.arange(len(order))]
+    )
+    in_order = {
+        name: pool.submit(lambda column: _escaped(column.take(final)), columns[name])
+        for name in ("timestamp", "role", "content")
+    }
+    try:  # meanwhile, on this thread
+        metas = _meta_column(messages["meta"])
+    except (pa.ArrowException, ValueError, TypeError, UnicodeError, JsonFragmentError):
+        return None
+    metas = pool.submit(metas.take, final)
+    stamps = in_order["timestamp"].result()
+    conversation_ids = encoded.dictionary.take(pa.array(group_codes[filing])).cast(pa.string())
+    started = stamps.take(pa.array(filed_starts)).to_pylist()
+    ended = stamps.take(pa.array(filed_starts + filed_lengths - 1)).to_pylist()
+    heads = [
+        _CONVERSATION_HEAD % (
+            _N[3], json_string(cid), _N[3], f'"{begin}"', _N[3], f'"{end}"', _N[3], _N[4]
+        )
+        for cid, begin, end in zip(conversation_ids.to_pylist(), started, ended, strict=True)
+    ]
+    del started, ended
+    head_index = np.zeros(len(order), dtype=np.int64)
+    head_index[filed_starts] = np.arange(1, len(filing) + 1)
+    prefix = pa.array(["," + _N[4], *heads], type=_TEXT).take(pa.array(head_index))
+    del heads
+    tail_index = np.zeros(len(order), dtype=np.int64)
+    tail_index[filed_starts + filed_lengths - 1] = 1
+    tail = _CONVERSATION_TAIL % json_string(source)
+    suffix = pa.array(["", tail], type=_TEXT).take(pa.array(tail_index))
+    parts = [
+        prefix,
+        _scalar(_MESSAGE_PARTS[0]), in_order["role"].result(),
+        _scalar(_MESSAGE_PARTS[1]), in_order["content"].result(),
+        _scalar(_MESSAGE_PARTS[2]), stamps,
+        _scalar(_MESSAGE_PARTS[3]), metas.result(),
+        _scalar(_MESSAGE_PARTS[4]), suffix,
+    ]
+    del prefix, suffix, stamps, metas, in_order
+    # The text of every message, in two halves split between conversations, one per thread;
+    # a conversation's text is then the run of its messages' texts in its half's buffer.
+    middle = len(filing) // 2
+    halves = [(0, middle), (middle, len(filing))] if middle else [(0, len(filing))]
+
+    def conversation_texts(first: int, end: int) -> pa.Array:
+        lo = int(filed_starts[first]) if first < len(filing) else len(order)
+        hi = int(filed_starts[end]) if end < len(filing) else len(order)
+        sliced = (p if isinstance(p, pa.Scalar) else p.slice(lo, hi - lo) for p in parts)
+        text = pc.binary_join_element_wise(*sliced, _scalar(""))
+        _, offsets_buffer, data = text.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[text.offset :]
+        bounds = np.append(offsets[filed_starts[first:end] - lo], offsets[len(text)])
+        return pa.LargeStringArray.from_buffers(end - first, pa.py_buffer(bounds), data)
+
+    texts = pa.chunked_array(
+        list(pool.map(lambda half: conversation_texts(*half), halves)), type=_TEXT
+    )
+    first_in_date = np.ones(len(filing), dtype=bool)
+    first_in_date[1:] = filed_days[1:] != filed_days[:-1]
+    date_starts = np.flatnonzero(first_in_date)
+    date_ends = np.append(date_starts[1:], len(filing))
+    return [
+        StagedUpload(
+            upload=source,
+            etag=etag,
+            date=str(day_values[filed_days[first]]),
+            ids=conversation_ids.slice(first, end - first),
+            texts=texts.slice(first, end - first),
+        )
+        for first, end in zip(date_starts.tolist(), date_ends.tolist(), strict=True)
+    ]
+
+
+def _stage_slowly(
+    messages: pd.DataFrame, source: str, etag: str, tz: ZoneInfo
+) -> Iterator[StagedUpload]:
+    for day, conversations in group_by_date(messages, source, tz).items():
+        yield StagedUpload.from_records(source, etag, day, conversations)
