@@ -84,7 +84,8 @@ class StagedMerge:
     added: list[str] = field(default_factory=list)
     already_present: list[str] = field(default_factory=list)
     uploads: list[str] = field(default_factory=list)
-    appended_json: bytes = b""  # the new conversations as list items, for `sealed_json_appending`
+    # The new conversations as list items, in pieces, for `sealed_json_appending`.
+    appended_json: list[memoryview] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:

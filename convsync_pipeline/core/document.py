@@ -8,6 +8,7 @@ counts can never drift from the data (seed fix 5).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,12 +99,16 @@ class DateDocument(_Model):
         return dump_json(self.model_dump(by_alias=True, exclude_none=False))
 
     def sealed_json_appending(
-        self, appended_json: bytes, appended: int, lock_generation: int | None = None
+        self,
+        appended_json: Sequence[bytes | memoryview],
+        appended: int,
+        lock_generation: int | None = None,
     ) -> tuple[bytes, int]:
         """(bytes, version) of this document with `appended` new pending conversations, sealed.
 
         `appended_json` is the text dump_json writes for those conversations as items of the
-        `conversations` list, separators between them included (`core.staging`). The result
+        `conversations` list, separators between them included, in consecutive pieces
+        (`core.staging.joined_texts`). The result
         is byte for byte what `sealed(lock_generation).to_json_bytes()` writes for the document
         holding them as models, but a large upload is merged without a model per message.
         """
@@ -114,7 +119,7 @@ class DateDocument(_Model):
         update = self._seal(summary, lock_generation)
         body = self.model_copy(update=update).model_dump(by_alias=True, exclude_none=False)
         if appended:
-            body["conversations"].append(_Verbatim(appended_json))
+            body["conversations"].append(_Verbatim(*appended_json))
         return dump_json(body), update["blob_meta"].version
 
     @classmethod
@@ -136,24 +141,25 @@ def dump_json(value: Any) -> bytes:
     it does not handle itself (an unsupported type, a circular or too deeply nested value) is
     handed to `json.dumps`, which then produces the very result or error it always did.
     """
-    chunks: list[str | bytes] = []
+    chunks: list[str | bytes | memoryview] = []
     try:
         _write(value, 0, chunks)
     except (_Unsupported, RecursionError):
         return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
     try:
-        return b"".join([c if type(c) is bytes else c.encode("utf-8") for c in chunks])
+        return b"".join([c.encode("utf-8") if type(c) is str else c for c in chunks])
     except UnicodeEncodeError:  # a lone surrogate: raise exactly the error json's text raises
-        return "".join(c.decode() if type(c) is bytes else c for c in chunks).encode("utf-8")
+        return "".join(c if type(c) is str else bytes(c).decode() for c in chunks).encode("utf-8")
 
 
 class _Verbatim:
-    """Text dump_json already wrote (UTF-8), placed as is: one or more items of a list."""
+    """Text dump_json already wrote (UTF-8, in consecutive pieces), placed as is: one or more
+    items of a list."""
 
-    __slots__ = ("data",)
+    __slots__ = ("pieces",)
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, *pieces: bytes | memoryview) -> None:
+        self.pieces = pieces
 
 
 class JsonFragmentError(Exception):
@@ -223,12 +229,12 @@ def _key(key: object) -> str:
 _CHUNKED_LEVELS = 2  # containers this near the top are written as chunks, not one string
 
 
-def _write(value: Any, level: int, chunks: list[str | bytes]) -> None:
+def _write(value: Any, level: int, chunks: list[str | bytes | memoryview]) -> None:
     """`_encode`, appending to `chunks` instead of concatenating: a large document is never
     copied once per nesting level (each copy of a 100 MB string costs a tenth of a second)."""
     kind = type(value)
     if kind is _Verbatim:
-        chunks.append(value.data)
+        chunks.extend(value.pieces)
     elif kind is dict and value and level < _CHUNKED_LEVELS:
         inner = level + 1
         separator = _SEPARATOR[inner] if inner < len(_SEPARATOR) else "," + _newline(inner)

@@ -135,27 +135,22 @@ _PENDING = {
 }
 
 
-def joined_texts(texts: Sequence[pa.Array]) -> bytes:
+def joined_texts(texts: Sequence[pa.Array | pa.ChunkedArray]) -> list[memoryview]:
     """The texts, in order, joined by dump_json's list separator: the items to splice into a
-    document's `conversations` list. One copy, done by Arrow."""
-    parts = [
-        chunk
-        for text in texts
-        for chunk in (text.chunks if isinstance(text, pa.ChunkedArray) else [text])
-        if len(chunk)
-    ]
-    if not parts:
-        return b""
-    combined = pa.chunked_array(parts, type=_TEXT).combine_chunks()
-    prefixed = pc.binary_join_element_wise(_scalar(SEPARATOR), combined, _scalar(""))
-    return _buffer_span(prefixed, 0, len(prefixed))[len(SEPARATOR) :]
-
-
-def _buffer_span(text: pa.Array, first: int, end: int) -> bytes:
-    """The bytes of rows [first, end) of a string array: one slice of its data buffer."""
-    _, offsets_buffer, data = text.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[text.offset :]
-    return memoryview(data)[int(offsets[first]) : int(offsets[end])].tobytes()
+    document's `conversations` list, as consecutive pieces of Arrow's memory (each text is
+    copied once, with its separator, and never again)."""
+    pieces = []
+    for text in texts:
+        for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
+            if len(chunk):
+                prefixed = pc.binary_join_element_wise(_scalar(SEPARATOR), chunk, _scalar(""))
+                _, offsets_buffer, data = prefixed.buffers()
+                offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[prefixed.offset :]
+                lo, hi = int(offsets[0]), int(offsets[len(prefixed)])
+                pieces.append(memoryview(data)[lo:hi])
+    if pieces:
+        pieces[0] = pieces[0][len(SEPARATOR) :]
+    return pieces
 
 
 # --------------------------------------------------------------------------- column-wise
@@ -248,6 +243,42 @@ def _meta_column(meta: pd.Series) -> pa.Array:
         raise TypeError("meta is not a struct of text columns")
     if struct.type.num_fields == 0:
         return pa.repeat(_scalar("{}"), len(struct))
+    by_combination = _meta_by_combination(struct)
+    return by_combination if by_combination is not None else _meta_by_columns(struct)
+
+
+def _meta_by_combination(struct: pa.StructArray) -> pa.Array | None:
+    """Extra columns usually hold a few values (a channel, a queue): each distinct combination
+    of cells is rendered once by dump_json's encoder, then placed by index. None when there
+    are too many combinations for that to pay."""
+    combination = np.zeros(len(struct), dtype=np.int64)
+    fields: list[tuple[str, list[str], int, int]] = []  # name, values, radix, size
+    radix = 1
+    for index, field in enumerate(struct.type):
+        encoded = pc.struct_field(struct, [index]).dictionary_encode()
+        size = len(encoded.dictionary) + 1  # code 0: a blank cell, no key
+        if size > _META_CACHE_LIMIT or radix * size > _META_CACHE_LIMIT**2:
+            return None
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        combination += (codes + 1) * radix
+        fields.append((field.name, encoded.dictionary.to_pylist(), radix, size))
+        radix *= size
+    distinct, position = np.unique(combination, return_inverse=True)
+    if len(distinct) > _META_CACHE_LIMIT:
+        return None
+    texts = []
+    for code in distinct.tolist():
+        present = {}
+        for name, values, step, size in fields:
+            cell = (code // step) % size
+            if cell:
+                present[name] = values[cell - 1]
+        texts.append(json_fragment(present, _MESSAGE_LEVEL))
+    return pa.array(texts, type=_TEXT).take(pa.array(position))
+
+
+def _meta_by_columns(struct: pa.StructArray) -> pa.Array:
+    """The same text built by Arrow a column at a time, for extra columns of many values."""
     items = []  # each present cell as ",<newline>key: value"; an absent one as ""
     for index, field in enumerate(struct.type):
         values = pc.struct_field(struct, [index]).cast(_TEXT)

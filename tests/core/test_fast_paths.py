@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convsync_pipeline.core import document as document_module
+from convsync_pipeline.core import staging
 from convsync_pipeline.core.conversations import group_by_date, merge_staged
 from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
 from convsync_pipeline.core.records import meta_dicts, parse_upload
@@ -130,7 +131,7 @@ def test_staging_is_group_by_date_as_the_standard_library_writes_it(rows, zone):
         conversations = grouped[staged.date]
         assert staged.ids.to_pylist() == [c["id"] for c in conversations]
         spliced = b"".join(
-            (b'{\n "conversations": [\n  ', joined_texts([staged.texts]), b"\n ]\n}")
+            (b'{\n "conversations": [\n  ', *joined_texts([staged.texts]), b"\n ]\n}")
         )
         assert spliced == _stdlib({"conversations": conversations})
         decoded = StagedUpload.decode(staged.encode(), "staging/k.arrow")
@@ -222,7 +223,7 @@ def test_merging_several_uploads_splices_runs_of_rows_in_merge_order():
     assert outcome.added == ["c2", "c5", "c1", "c4"]
     assert outcome.already_present == ["c2", "c3"]
     assert outcome.uploads == ["incoming/a.csv", "incoming/b.csv"]
-    appended = json.loads(b"[" + outcome.appended_json + b"]")
+    appended = json.loads(b"[" + b"".join(outcome.appended_json) + b"]")
     assert [(c["id"], c["source"]) for c in appended] == [
         ("c2", "incoming/a.csv"),
         ("c5", "incoming/a.csv"),
@@ -242,7 +243,8 @@ CELL = st.text(alphabet=st.sampled_from([*'ab "\\\n\t\x01é日, ']), max_size=4)
         max_size=15,
     )
 )
-def test_a_csvs_extra_columns_are_staged_column_wise_as_their_dicts(rows):
+@pytest.mark.parametrize("combinations", [4096, 0], ids=["by-combination", "by-column"])
+def test_a_csvs_extra_columns_are_staged_column_wise_as_their_dicts(rows, combinations):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["conversation_id", "timestamp", "content", "channel", 'x"y'])
@@ -257,5 +259,6 @@ def test_a_csvs_extra_columns_are_staged_column_wise_as_their_dicts(rows):
     ]
     assert meta_dicts(parsed.messages["meta"]) == expected
     tz = ZoneInfo("UTC")
-    fast = list(stage_messages(parsed.messages, "incoming/a.csv", "e", tz))
+    with mock.patch.object(staging, "_META_CACHE_LIMIT", combinations):
+        fast = list(stage_messages(parsed.messages, "incoming/a.csv", "e", tz))
     assert _staged(fast) == _staged(_stage_slowly(parsed.messages, "incoming/a.csv", "e", tz))

@@ -112,7 +112,7 @@ def test_existing_success_is_not_reset_by_a_reupload():
     )
     doc = doc.model_copy(update={"conversations": [done]})
     after, outcome = merge(doc, [staged("incoming/z.csv", [record("c1", 0, "new")])])
-    assert not outcome.changed and outcome.appended_json == b""
+    assert not outcome.changed and outcome.appended_json == []
     assert after.conversations[0].processing_status == "success"
 
 
