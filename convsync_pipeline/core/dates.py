@@ -399,6 +399,13 @@ _RE_CANONICAL = "^" + _DATE + r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-
 _RE_ZONED = "^" + _DATE + "[T ]" + _CLOCK + r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)$"
 _RE_NAIVE = "^" + _DATE + "(?:[T ]" + _CLOCK + ")?$"
 _RE_INT = r"^-?[0-9]{1,15}$"
+# The two human forms spreadsheets export most: `02/11/2026 2:03 PM`, `Feb 11, 2026 14:03`.
+_RE_SLASHED = (r"^(?P<a>[0-9]{1,2})/(?P<b>[0-9]{1,2})/(?P<y>[0-9]{4}) "
+               r"(?P<h>[0-9]{1,2}):(?P<mi>[0-9]{2}) (?P<ampm>[AaPp])[Mm]$")
+_RE_NAMED = (r"^(?P<mon>[A-Za-z]{3}) (?P<d>[0-9]{1,2}), (?P<y>[0-9]{4}) "
+             r"(?P<h>[0-9]{2}):(?P<mi>[0-9]{2})$")
+_MONTH_ABBREVIATIONS = pa.array([name for name in _MONTHS if len(name) == 3 and name != "sept"])
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 
 
@@ -481,7 +488,16 @@ def _parse_strings(arr: pa.Array, tz: dt.tzinfo, day_first: bool) -> _Parsed:
         keep[np.searchsorted(todo, np.concatenate([left, todo[hit][~in_range]]))] = True
         todo, text = todo[keep], text.filter(pa.array(keep))
 
-    # 3. The general parser, once per distinct leftover value.
+    # 3. Common human forms, vectorised; what they do not take stays for the general parser.
+    if len(todo):
+        hit, naive_ns = _human_forms(text, day_first)
+        if hit.any():
+            left = take(todo[hit], _localize(naive_ns[hit], tz))
+            keep = ~hit
+            keep[np.searchsorted(todo, left)] = True
+            todo, text = todo[keep], text.filter(pa.array(keep))
+
+    # 4. The general parser, once per distinct leftover value.
     if len(todo):
         encoded = text.dictionary_encode()
         codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
@@ -495,6 +511,52 @@ def _parse_strings(arr: pa.Array, tz: dt.tzinfo, day_first: bool) -> _Parsed:
                 ok[pos] = True
                 ms[pos] = result
     return _Parsed(ms, ok, errors, arr, canonical)
+
+
+def _human_forms(text: pa.Array, day_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(taken, wall-clock ns) for values in one of two strict human forms with every field in
+    range, read exactly as the general parser reads them (its "num" and "mdy" shapes).
+    Anything else, or out of range, is not taken: the general parser then says why."""
+    taken = np.zeros(len(text), dtype=bool)
+    naive_ns = np.zeros(len(text), dtype=np.int64)
+    for pattern in (_RE_SLASHED, _RE_NAMED):
+        matched = pc.extract_regex(text, pattern)
+        rows = np.flatnonzero(_mask(matched.is_valid()))
+        if len(rows) == 0:
+            continue
+        fields = matched.filter(matched.is_valid())
+
+        def number(name: str, fields: pa.StructArray = fields) -> np.ndarray:
+            digits = pc.struct_field(fields, name)
+            return np.asarray(pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False))
+
+        year, hour, minute = number("y"), number("h"), number("mi")
+        if pattern is _RE_SLASHED:
+            first, second = number("a"), number("b")
+            month, day = (second, first) if day_first else (first, second)
+            twelve = (hour >= 1) & (hour <= 12)
+            pm = _mask(pc.equal(pc.utf8_lower(pc.struct_field(fields, "ampm")), "p"))
+            hour = hour % 12 + np.where(pm, 12, 0)
+        else:
+            names = pc.utf8_lower(pc.struct_field(fields, "mon"))
+            month = pc.index_in(names, value_set=_MONTH_ABBREVIATIONS).fill_null(-1)
+            month = np.asarray(month.to_numpy(zero_copy_only=False), dtype=np.int64) + 1
+            day = number("d")
+            twelve = np.ones(len(rows), dtype=bool)
+        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+        in_range = (month >= 1) & (month <= 12) & (year >= MIN_YEAR - 1) & (year <= MAX_YEAR + 1)
+        last_day = _DAYS_IN_MONTH[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+        good = in_range & twelve & (day >= 1) & (day <= last_day) & (hour <= 23) & (minute <= 59)
+        rows, year, month, day = rows[good], year[good], month[good], day[good]
+        months = (year - 1970) * 12 + (month - 1)
+        days = months.astype("M8[M]").astype("M8[D]") + (day - 1).astype("m8[D]")
+        naive_ns[rows] = (
+            days.astype("M8[ns]").astype(np.int64)
+            + hour[good] * 3_600_000_000_000
+            + minute[good] * 60_000_000_000
+        )
+        taken[rows] = True
+    return taken, naive_ns
 
 
 def _scalar_ms(value: object, tz: dt.tzinfo, day_first: bool) -> int | str:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from convsync_pipeline.core import dates
 from convsync_pipeline.core.dates import (
     UTC,
     ColumnResult,
@@ -590,3 +591,44 @@ def test_fast_path_handles_a_large_canonical_column_in_reasonable_time() -> None
     assert result.error.isna().all()
     assert (result.epoch_ns.to_numpy(dtype=np.int64) == ms * 1_000_000).all()
     assert result.iso.tolist() == text.to_pylist()
+
+
+HUMAN_FORM = st.one_of(
+    st.builds(
+        "{:0{}d}/{:d}/{:04d} {:d}:{:02d} {}".format,
+        st.integers(0, 32), st.sampled_from([1, 2]), st.integers(0, 32),
+        st.integers(1960, 2110), st.integers(0, 25), st.integers(0, 61),
+        st.sampled_from(["AM", "PM", "am", "pM"]),
+    ),
+    st.builds(
+        "{} {:d}, {:04d} {:02d}:{:02d}".format,
+        st.sampled_from(["Jan", "feb", "MAR", "May", "Sep", "Dec", "Foo", "Sun"]),
+        st.integers(0, 32), st.integers(1960, 2110), st.integers(0, 25), st.integers(0, 61),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(HUMAN_FORM, min_size=1, max_size=20),
+    zone=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata", "Europe/London"]),
+    day_first=st.booleans(),
+)
+def test_human_forms_read_vectorised_as_the_general_parser_reads_them(values, zone, day_first):
+    tz = ZoneInfo(zone)
+    parsed = dates._parse_strings(pa.array(values), tz, day_first)
+    for row, value in enumerate(values):
+        expected = dates._scalar_ms(value, tz, day_first)
+        if isinstance(expected, str):
+            assert not parsed.ok[row] and parsed.errors[row] == expected, value
+        else:
+            assert parsed.ok[row] and parsed.ms[row] == expected, value
+
+
+def test_human_forms_do_not_go_one_by_one_through_the_general_parser(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dates, "_scalar_ms", lambda *args: calls.append(args) or "x")
+    values = pa.array(["02/11/2026 2:03 PM", "Feb 11, 2026 14:03", "11 Feb 2026 14:03"])
+    parsed = dates._parse_strings(values, ZoneInfo("UTC"), False)
+    assert parsed.ok.tolist() == [True, True, False]
+    assert [args[0] for args in calls] == ["11 Feb 2026 14:03"]  # only the other form
