@@ -1,6 +1,6 @@
 """Backfill benchmark: K days through a running `dagster dev`, beside the same work in-process.
 
-    .venv/bin/python bench/backfill.py --days 7 [--variant current|single_run|multi_run:N]
+    .venv/bin/python bench/backfill.py --days 7 [--variant single_run|per_date|multi_run:N]
 
 Writes K days of small uploads (one CSV per day, `--conversations` conversations of four
 messages each) into a fresh folder store, then:
@@ -12,16 +12,19 @@ messages each) into a fresh folder store, then:
   per partition, runs, runs per second, and where the time went (until the first run started,
   first start to last end, last end until the backfill reported success);
 - `inprocess_*`: the same work on a fresh copy of the store in one process:
-  `dagster.materialize` of the four assets per date in a loop (`inprocess_loop_s`), and the
+  `dagster.materialize` of the four assets per date in a loop (`inprocess_loop_s`), the
   pipeline functions directly (`inprocess_direct_s`: ingest once, then merge, analyse and
-  summarise each date); with a backfill policy also one `materialize` of the whole range
-  (`inprocess_range_s`).
+  summarise each date), and one `materialize` of the whole range (`inprocess_range_s`, what
+  the backfill's one run does).
 
-`--variant current` runs the code as it is. `single_run` and `multi_run:N` run a scratch copy
-of `convsync_pipeline` with `bench/backfill_policy.patch` applied: the assets carry
-`BackfillPolicy.single_run()` (or `multi_run(N)`) and loop over `context.partition_keys`,
-taking each date's lock one date at a time. The repository itself is never modified.
-Every date's document and summary are checked afterwards. Output: `key: value` lines.
+`--variant single_run` (the default) runs the code as it is: the assets carry
+`BackfillPolicy.single_run()` (convsync_pipeline/partitions.py), so the backfill is one run
+that goes through the dates one at a time, each under its own lock. `per_date` and
+`multi_run:N` run a scratch copy of `convsync_pipeline` whose `BACKFILL_POLICY` is replaced by
+`None` (Dagster's default: one run per date, each run a range of one date — the behaviour before
+the policy) or by `BackfillPolicy.multi_run(N)`; nothing else differs. The repository itself is
+never modified. Every date's document and summary are checked afterwards. Output: `key: value`
+lines.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PATCH = HERE / "backfill_policy.patch"
+POLICY_LINE = "BACKFILL_POLICY = BackfillPolicy.single_run()"
 ASSETS = ["raw_conversations", "normalized_conversations", "ai_analysis", "daily_summary"]
 FIRST_DAY = dt.date(2026, 2, 1)
 MODULE = "convsync_pipeline.definitions"
@@ -113,29 +116,30 @@ def check_store(store: Path, dates: list[str], conversations: int) -> list[str]:
 
 # --------------------------------------------------------------------------- code variants
 
+
 def scratch_code(variant: str, workdir: Path) -> Path | None:
-    """None for the code as it is; else a patched copy of convsync_pipeline (its parent dir)."""
-    if variant == "current":
+    """None for the code as it is; else a copy of convsync_pipeline (its parent dir) whose
+    backfill policy is swapped for the variant's."""
+    if variant == "single_run":
         return None
-    root = workdir / "code"
-    shutil.copytree(ROOT / "convsync_pipeline", root / "convsync_pipeline",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    applied = subprocess.run(["patch", "-p1", "--forward", "-i", str(PATCH)], cwd=root,
-                             capture_output=True, text=True)
-    if applied.returncode:
-        raise SystemExit(f"{PATCH.name} does not apply to the current assets:\n{applied.stdout}")
-    if variant.startswith("multi_run:"):
+    if variant == "per_date":
+        replacement = "BACKFILL_POLICY = None  # bench/backfill.py --variant per_date"
+    elif variant.startswith("multi_run:"):
         size = int(variant.split(":", 1)[1])
-        for name in ("partitions.py", "assets/ingest.py", "assets/analysis.py",
-                     "assets/summary.py"):
-            path = root / "convsync_pipeline" / name
-            text = path.read_text().replace(
-                "BackfillPolicy.single_run()",
-                f"BackfillPolicy.multi_run(max_partitions_per_run={size})",
-            )
-            path.write_text(text)
-    elif variant != "single_run":
-        raise SystemExit(f"unknown variant {variant!r}: current, single_run or multi_run:N")
+        replacement = f"BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run={size})"
+    else:
+        raise SystemExit(f"unknown variant {variant!r}: single_run, per_date or multi_run:N")
+    root = workdir / "code"
+    shutil.copytree(
+        ROOT / "convsync_pipeline",
+        root / "convsync_pipeline",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    path = root / "convsync_pipeline" / "partitions.py"
+    text = path.read_text()
+    if text.count(POLICY_LINE) != 1:
+        raise SystemExit(f"{POLICY_LINE!r} not found once in {path}: update bench/backfill.py")
+    path.write_text(text.replace(POLICY_LINE, replacement))
     return root
 
 
@@ -156,8 +160,15 @@ def _env(store: Path, code: Path | None) -> dict[str, str | None]:
 
 # --------------------------------------------------------------------------- dagster dev
 
-def run_dev(workdir: Path, code: Path | None, dates: list[str], conversations: int,
-            ranges: bool, timeout: float) -> dict[str, Any]:
+
+def run_dev(
+    workdir: Path,
+    code: Path | None,
+    dates: list[str],
+    conversations: int,
+    ranges: bool,
+    timeout: float,
+) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from tests.fixtures.dagster_dev import BACKFILL_DONE, dagster_dev
 
@@ -167,8 +178,9 @@ def run_dev(workdir: Path, code: Path | None, dates: list[str], conversations: i
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     result: dict[str, Any] = {}
     started_dev = time.monotonic()
-    with dagster_dev(home, env=_env(store, code), cwd=code or ROOT,
-                     log_path=workdir / "dagster-dev.log") as dev:
+    with dagster_dev(
+        home, env=_env(store, code), cwd=code or ROOT, log_path=workdir / "dagster-dev.log"
+    ) as dev:
         dev.wait_for_location(MODULE, timeout=240)
         result["dev_startup_s"] = round(time.monotonic() - started_dev, 1)
         policies = {
@@ -177,14 +189,20 @@ def run_dev(workdir: Path, code: Path | None, dates: list[str], conversations: i
         }
         result["backfill_policy"] = json.dumps(policies.get("normalized_conversations"))
         if ranges:  # the UI's "partitionsByAssets" form, one range for every asset
-            params: dict[str, Any] = {"partitionsByAssets": [
-                {"assetKey": {"path": [name]},
-                 "partitions": {"range": {"start": dates[0], "end": dates[-1]}}}
-                for name in ASSETS
-            ]}
+            params: dict[str, Any] = {
+                "partitionsByAssets": [
+                    {
+                        "assetKey": {"path": [name]},
+                        "partitions": {"range": {"start": dates[0], "end": dates[-1]}},
+                    }
+                    for name in ASSETS
+                ]
+            }
         else:  # the asset graph's "Materialize" with the dates picked
-            params = {"assetSelection": [{"path": [name]} for name in ASSETS],
-                      "partitionNames": dates}
+            params = {
+                "assetSelection": [{"path": [name]} for name in ASSETS],
+                "partitionNames": dates,
+            }
         launched_wall = time.time()
         launched = time.monotonic()
         backfill_id = dev.launch_partition_backfill(params)
@@ -194,8 +212,9 @@ def run_dev(workdir: Path, code: Path | None, dates: list[str], conversations: i
             if backfill["status"] in BACKFILL_DONE:
                 break
             if time.monotonic() - launched > timeout:
-                raise SystemExit(f"backfill not done after {timeout} s: {backfill}\n"
-                                 f"{dev.log_tail()}")
+                raise SystemExit(
+                    f"backfill not done after {timeout} s: {backfill}\n{dev.log_tail()}"
+                )
             time.sleep(0.5)
         total = time.monotonic() - launched
         done_wall = time.time()
@@ -209,48 +228,69 @@ def run_dev(workdir: Path, code: Path | None, dates: list[str], conversations: i
     result["dev_partitions_materialized"] = ",".join(
         f"{name}={(stats.get(name) or {}).get('numMaterialized')}" for name in ASSETS
     )
-    result["dev_run_tags"] = ",".join(sorted({
-        tag["key"] for run in runs for tag in run["tags"]
-        if tag["key"] in {"dagster/partition", "dagster/asset_partition_range_start",
-                          "dagster/asset_partition_range_end"}
-    }))
+    result["dev_run_tags"] = ",".join(
+        sorted(
+            {
+                tag["key"]
+                for run in runs
+                for tag in run["tags"]
+                if tag["key"]
+                in {
+                    "dagster/partition",
+                    "dagster/asset_partition_range_start",
+                    "dagster/asset_partition_range_end",
+                }
+            }
+        )
+    )
     result["dev_stopped_s"] = round(time.monotonic() - started_dev, 1)
     starts = [r["startTime"] for r in runs if r["startTime"]]
     ends = [r["endTime"] for r in runs if r["endTime"]]
-    result.update({
-        "dev_status": backfill["status"],
-        "dev_total_s": round(total, 2),
-        "dev_s_per_partition": round(total / len(dates), 2),
-        "dev_runs": len(runs),
-        "dev_runs_per_s": round(len(runs) / total, 3),
-        "dev_run_statuses": ",".join(sorted({r["status"] for r in runs})),
-        "dev_until_first_run_s": round(min(starts) - launched_wall, 1) if starts else None,
-        "dev_runs_span_s": round(max(ends) - min(starts), 1) if starts and ends else None,
-        "dev_mean_run_s": round(statistics.mean(
-            r["endTime"] - r["startTime"] for r in runs if r["startTime"] and r["endTime"]
-        ), 2) if ends else None,
-        "dev_after_last_run_s": round(done_wall - max(ends), 1) if ends else None,
-        "dev_bad_dates": ",".join(check_store(store, dates, conversations)) or "none",
-    })
+    result.update(
+        {
+            "dev_status": backfill["status"],
+            "dev_total_s": round(total, 2),
+            "dev_s_per_partition": round(total / len(dates), 2),
+            "dev_runs": len(runs),
+            "dev_runs_per_s": round(len(runs) / total, 3),
+            "dev_run_statuses": ",".join(sorted({r["status"] for r in runs})),
+            "dev_until_first_run_s": round(min(starts) - launched_wall, 1) if starts else None,
+            "dev_runs_span_s": round(max(ends) - min(starts), 1) if starts and ends else None,
+            "dev_mean_run_s": round(
+                statistics.mean(
+                    r["endTime"] - r["startTime"] for r in runs if r["startTime"] and r["endTime"]
+                ),
+                2,
+            )
+            if ends
+            else None,
+            "dev_after_last_run_s": round(done_wall - max(ends), 1) if ends else None,
+            "dev_bad_dates": ",".join(check_store(store, dates, conversations)) or "none",
+        }
+    )
     return result
 
 
 # --------------------------------------------------------------------------- in-process
 
-def run_inprocess(workdir: Path, code: Path | None, dates: list[str], conversations: int,
-                  modes: list[str]) -> dict[str, Any]:
+
+def run_inprocess(
+    workdir: Path, code: Path | None, dates: list[str], conversations: int, modes: list[str]
+) -> dict[str, Any]:
     """Each mode in a fresh subprocess (so it imports the variant's code) on a fresh store."""
     result: dict[str, Any] = {}
     for mode in modes:
         store = workdir / f"store-{mode}"
         write_uploads(store, dates, conversations)
-        env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY",
-                                                                "OPENAI_BASE_URL"}}
+        env = {
+            k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL"}
+        }
         env.update({k: v for k, v in _env(store, code).items() if v is not None})
         env["PYTHONPATH"] = str(code or ROOT)
         command = [sys.executable, __file__, "--child", mode, "--child-dates", ",".join(dates)]
-        output = subprocess.run(command, env=env, cwd=code or ROOT, check=True,
-                                capture_output=True, text=True).stdout
+        output = subprocess.run(
+            command, env=env, cwd=code or ROOT, check=True, capture_output=True, text=True
+        ).stdout
         seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
         result[f"inprocess_{mode}_s"] = round(seconds, 2)
         result[f"inprocess_{mode}_s_per_partition"] = round(seconds / len(dates), 3)
@@ -286,14 +326,22 @@ def _child(mode: str, dates: list[str]) -> int:
         with DagsterInstance.ephemeral() as instance:
             if mode == "loop":
                 for date in dates:
-                    outcome = materialize(build_assets(settings), partition_key=date,
-                                          resources=resources, instance=instance)
+                    outcome = materialize(
+                        build_assets(settings),
+                        partition_key=date,
+                        resources=resources,
+                        instance=instance,
+                    )
                     assert outcome.success, date
             elif mode == "range":
                 outcome = materialize(
-                    build_assets(settings), resources=resources, instance=instance,
-                    tags={"dagster/asset_partition_range_start": dates[0],
-                          "dagster/asset_partition_range_end": dates[-1]},
+                    build_assets(settings),
+                    resources=resources,
+                    instance=instance,
+                    tags={
+                        "dagster/asset_partition_range_start": dates[0],
+                        "dagster/asset_partition_range_end": dates[-1],
+                    },
                 )
                 assert outcome.success
             else:
@@ -303,6 +351,7 @@ def _child(mode: str, dates: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- main
+
 
 def _machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
@@ -319,10 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--conversations", type=int, default=20, help="per day")
-    parser.add_argument("--variant", default="current",
-                        help="current (the code as is), single_run or multi_run:N (patched copy)")
-    parser.add_argument("--ranges", action="store_true",
-                        help="launch with partitionsByAssets ranges instead of partitionNames")
+    parser.add_argument(
+        "--variant",
+        default="single_run",
+        help="single_run (the code as is), per_date or multi_run:N (a copy with "
+        "the backfill policy swapped)",
+    )
+    parser.add_argument(
+        "--ranges",
+        action="store_true",
+        help="launch with partitionsByAssets ranges instead of partitionNames",
+    )
     parser.add_argument("--skip-dev", action="store_true")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800)
@@ -336,15 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="convsync-backfill-"))
     workdir.mkdir(parents=True, exist_ok=True)
     dates = dates_for(args.days)
-    lines: dict[str, Any] = {"days": args.days, "conversations_per_day": args.conversations,
-                             "variant": args.variant, **_machine()}
+    lines: dict[str, Any] = {
+        "days": args.days,
+        "conversations_per_day": args.conversations,
+        "variant": args.variant,
+        **_machine(),
+    }
     try:
         code = scratch_code(args.variant, workdir)
         if not args.skip_dev:
-            lines.update(run_dev(workdir, code, dates, args.conversations, args.ranges,
-                                 args.timeout))
+            lines.update(
+                run_dev(workdir, code, dates, args.conversations, args.ranges, args.timeout)
+            )
         if not args.skip_inprocess:
-            modes = ["loop", "direct"] + (["range"] if code is not None else [])
+            modes = ["loop", "direct", "range"]
             lines.update(run_inprocess(workdir, code, dates, args.conversations, modes))
         for key, value in lines.items():
             print(f"{key}: {value}")

@@ -1,4 +1,9 @@
-"""The partitioned job that materialises the four assets of one date."""
+"""The partitioned job that materialises the four assets of one date (schedule, sensor).
+
+Backfills from the UI target the assets, not this job: with the assets' backfill policy a
+range of dates is one run (see partitions.py). `dagster job backfill -j convsync_daily` still
+launches one run per date.
+"""
 
 from __future__ import annotations
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from dagster import DailyPartitionsDefinition
+from dagster import BackfillPolicy, DailyPartitionsDefinition
 
 from convsync_pipeline.settings import Settings
+
+# A backfill of a date range is one run (one process, one start-up) instead of one run per
+# date: every asset loops over `context.partition_keys`, taking each date's lock one date at a
+# time (assets/ranges.py). Runs of one date (sensor, schedule, UI, CLI) are unchanged: their
+# `partition_keys` is `[date]`. Range runs are tagged `dagster/asset_partition_range_start`,
+# not `dagster/partition`: dagster.yaml limits both tags (see there).
+BACKFILL_POLICY = BackfillPolicy.single_run()
 
 
 def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:

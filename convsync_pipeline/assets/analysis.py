@@ -1,4 +1,4 @@
-"""`ai_analysis`: one pass over the date's due conversations, retried by Dagster's policy."""
+"""`ai_analysis`: one pass over each date's due conversations, retried by Dagster's policy."""
 
 from dagster import (
     AssetCheckResult,
@@ -15,12 +15,18 @@ from dagster import (
 )
 
 from convsync_pipeline.assets.markdown import table
-from convsync_pipeline.partitions import daily_partitions
-from convsync_pipeline.pipeline.analyse import AnalysisSystemError, analyse_date
+from convsync_pipeline.assets.ranges import (
+    dates_for_this_try,
+    is_range,
+    note_finished_earlier,
+    remember_for_retry,
+)
+from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
+from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.resources.convsync import ConvsyncResource
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import StoreError
+from convsync_pipeline.store.base import DateLockedError, StoreError
 
 CHECKS = ("ids_unique", "processed_count_matches", "nothing_left_processing", "no_failed")
 
@@ -30,6 +36,7 @@ def build_analysis_asset(settings: Settings):
         partitions_def=daily_partitions(settings),
         group_name="convsync",
         deps=["normalized_conversations"],
+        backfill_policy=BACKFILL_POLICY,
         retry_policy=RetryPolicy(
             max_retries=max(settings.max_attempts - 1, 0),
             delay=settings.retry_delay_seconds,
@@ -41,37 +48,82 @@ def build_analysis_asset(settings: Settings):
     def ai_analysis(
         context: AssetExecutionContext, convsync: ConvsyncResource
     ) -> MaterializeResult:
-        """Analyse the date's pending conversations; raise while some may still succeed."""
-        date = context.partition_key
+        """Analyse each date's pending conversations; raise while some may still succeed.
+
+        One date at a time, each under its own lock for its whole pass. Every date of a range
+        gets its pass before the step raises for a retry, and the retry redoes only the dates
+        that asked for it (assets/ranges.py): a conversation gets one attempt per try, as in a
+        run of its date alone. A date locked by another run does not stop the others; a system
+        failure (bad key, store unreachable) stops the run at once with its one message.
+        """
         run_settings = convsync.settings()
         try:
             store = convsync.store_for_run(context.instance)
-            report = analyse_date(store, run_settings, convsync.make_analyzer, date, context.run_id)
-        except (StoreError, AnalysisSystemError) as error:
-            # The whole system is at fault (lock held, store unreachable, bad key): no attempt
-            # was spent, and retrying the step would not help.
+        except StoreError as error:
             raise Failure(str(error), allow_retries=False) from None
-        context.log.info(
-            f"{date}: {report.succeeded} analysed, {report.failed_attempts} failed attempts, "
-            f"{report.newly_failed} now failed, {report.still_due} still due, "
-            f"{report.recovered_interrupted} interrupted recovered"
-        )
         last_try = context.retry_number >= max(run_settings.max_attempts - 1, 0)
-        if report.needs_retry and not last_try:
-            # The only place a retried pass shows in the UI: say why it failed.
-            common = report.errors.most_common(1)
-            raise RuntimeError(
-                f"{report.still_due} conversations of {date} failed this attempt and have "
-                "attempts left; retrying the step"
-                + (f" (most common error, {common[0][1]}x: {common[0][0]})" if common else "")
+        dates = dates_for_this_try(context, "ai_analysis")
+        note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
+        retry: list[AnalysisReport] = []
+        locked: list[DateLockedError] = []
+        for date in dates:
+            try:
+                report = analyse_date(
+                    store, run_settings, convsync.make_analyzer, date, context.run_id
+                )
+            except DateLockedError as error:
+                if not is_range(context):
+                    raise Failure(str(error), allow_retries=False) from None
+                context.log.warning(f"{date}: {error}")
+                locked.append(error)
+                continue
+            except (StoreError, AnalysisSystemError) as error:
+                # The whole system is at fault (store unreachable, bad key): no attempt was
+                # spent, and retrying the step, or going on with the next date, would not help.
+                raise Failure(str(error), allow_retries=False) from None
+            context.log.info(
+                f"{date}: {report.succeeded} analysed, {report.failed_attempts} failed attempts, "
+                f"{report.newly_failed} now failed, {report.still_due} still due, "
+                f"{report.recovered_interrupted} interrupted recovered"
             )
-        document = load_document(store, date).document
-        return MaterializeResult(
-            metadata=_metadata(report, run_settings),
-            check_results=_checks(document),
-        )
+            if report.needs_retry and not last_try:
+                retry.append(report)
+                continue
+            context.add_asset_metadata(_metadata(report, run_settings), partition_key=date)
+        if retry:
+            # The only place a retried pass shows in the UI: say why it failed. A locked date
+            # rides along: the retry is its next chance, and a lock conflict costs no attempt.
+            remember_for_retry(
+                context, "ai_analysis", [r.date for r in retry] + [e.date for e in locked]
+            )
+            raise RuntimeError(_retry_message(retry, locked))
+        if locked:
+            raise Failure(
+                "; ".join(str(error) for error in locked) + " (the run's other dates are analysed)",
+                allow_retries=False,
+            )
+        documents = {date: load_document(store, date).document for date in context.partition_keys}
+        return MaterializeResult(check_results=_checks_over(documents))
 
     return ai_analysis
+
+
+def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -> str:
+    def common(report: AnalysisReport) -> str:
+        top = report.errors.most_common(1)
+        return f" (most common error, {top[0][1]}x: {top[0][0]})" if top else ""
+
+    if len(retry) == 1 and not locked:  # a run of one date: the message it always had
+        (report,) = retry
+        return (
+            f"{report.still_due} conversations of {report.date} failed this attempt and have "
+            "attempts left; retrying the step" + common(report)
+        )
+    return (
+        "; ".join(f"{r.still_due} conversations of {r.date}{common(r)}" for r in retry)
+        + " failed this attempt and have attempts left; retrying the step for those dates"
+        + "".join(f"; {error}" for error in locked)
+    )
 
 
 def _metadata(report, settings: Settings) -> dict:
@@ -109,6 +161,43 @@ def _metadata(report, settings: Settings) -> dict:
             table(["error", "count"], report.errors.most_common(20))
         )
     return metadata
+
+
+def _checks_over(documents: dict) -> list[AssetCheckResult]:
+    """The checks of a one-date run as they always were; over a range, each check once for all
+    its dates (Dagster 1.13 records one evaluation per check and run: an `AssetCheckResult`
+    cannot name a partition), failing dates named with their numbers."""
+    if len(documents) == 1:
+        return _checks(next(iter(documents.values())))
+    by_date = {date: _checks(document) for date, document in documents.items()}
+    results = []
+    for index, name in enumerate(CHECKS):
+        first = next(iter(by_date.values()))[index]
+        failing = {
+            date: checks[index] for date, checks in by_date.items() if not checks[index].passed
+        }
+        rows = [
+            [date, ", ".join(f"{key} {value.value}" for key, value in result.metadata.items())]
+            for date, result in failing.items()
+        ]
+        results.append(
+            AssetCheckResult(
+                check_name=name,
+                passed=not failing,
+                severity=first.severity,
+                description=first.description,
+                metadata={
+                    "dates": len(by_date),
+                    "first_date": min(by_date),
+                    "last_date": max(by_date),
+                    "failing_dates": MetadataValue.json(sorted(failing)),
+                    "failing": MetadataValue.md(table(["date", "values"], rows))
+                    if rows
+                    else "none",
+                },
+            )
+        )
+    return results
 
 
 def _checks(document) -> list[AssetCheckResult]:

@@ -12,27 +12,43 @@ from dagster import (
 )
 
 from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.ranges import (
+    dates_for_this_try,
+    is_range,
+    note_finished_earlier,
+    remember_for_retry,
+)
 from convsync_pipeline.core.keys import staging_prefix
-from convsync_pipeline.partitions import daily_partitions
+from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads
 from convsync_pipeline.pipeline.merge_date import merge_date
 from convsync_pipeline.resources.convsync import ConvsyncResource
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError
 
+LOCK_RETRIES = 6
+
+
+class DatesLockedError(Exception):
+    """Some dates of a range run are locked by other runs; the step retries those dates."""
+
 
 def build_ingest_assets(settings: Settings) -> list:
     partitions = daily_partitions(settings)
 
-    @asset(partitions_def=partitions, group_name="convsync")
+    @asset(partitions_def=partitions, group_name="convsync", backfill_policy=BACKFILL_POLICY)
     def raw_conversations(
         context: AssetExecutionContext, convsync: ConvsyncResource
     ) -> MaterializeResult:
-        """Parse every upload not ingested yet (once in total), stage its conversations by date."""
-        date = context.partition_key
+        """Parse every upload not ingested yet (once in total, whatever the run's dates), stage
+        its conversations by date; each date of the run records what is staged for it."""
         store = convsync.store_for_run(context.instance)
         reports = list(ingest_new_uploads(store, convsync.settings()))
-        staged_for_date = sum(1 for _ in store.list(staging_prefix(date)))
+        for date in context.partition_keys:
+            staged_for_date = sum(1 for _ in store.list(staging_prefix(date)))
+            context.add_asset_metadata(
+                {"uploads_staged_for_date": staged_for_date}, partition_key=date
+            )
         for report in reports:
             context.log.info(
                 f"ingested {report.upload}: {report.records_in} records in, {report.accepted} "
@@ -44,7 +60,6 @@ def build_ingest_assets(settings: Settings) -> list:
                 "records_in": sum(r.records_in for r in reports),
                 "records_accepted": sum(r.accepted for r in reports),
                 "records_quarantined": sum(r.quarantined for r in reports),
-                "uploads_staged_for_date": staged_for_date,
                 "uploads": MetadataValue.md(
                     table(
                         ["upload", "records in", "accepted", "quarantined", "dates"],
@@ -61,36 +76,56 @@ def build_ingest_assets(settings: Settings) -> list:
         partitions_def=partitions,
         group_name="convsync",
         deps=[raw_conversations],
+        backfill_policy=BACKFILL_POLICY,
         # Only store and lock trouble raise here; wait for a running analysis with backoff.
         retry_policy=RetryPolicy(
-            max_retries=6, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+            max_retries=LOCK_RETRIES, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
         ),
     )
     def normalized_conversations(
         context: AssetExecutionContext, convsync: ConvsyncResource
     ) -> MaterializeResult:
-        """Merge the date's staged conversations into `conversations/D.json` (new ids only)."""
-        date = context.partition_key
-        try:
-            report = merge_date(
-                convsync.store_for_run(context.instance), convsync.settings(), date, context.run_id
+        """Merge each date's staged conversations into `conversations/D.json` (new ids only).
+
+        One date at a time, each under its own lock. A date locked by another run does not stop
+        the others: they are merged, then the step raises for a retry of the locked dates only.
+        """
+        store, run_settings = convsync.store_for_run(context.instance), convsync.settings()
+        dates = dates_for_this_try(context, "normalized_conversations")
+        note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
+        locked: list[DateLockedError] = []
+        for date in dates:
+            try:
+                report = merge_date(store, run_settings, date, context.run_id)
+            except DateLockedError as error:
+                if not is_range(context):
+                    if context.retry_number >= LOCK_RETRIES:
+                        raise Failure(str(error), allow_retries=False) from None
+                    raise
+                context.log.warning(f"{date}: {error}")
+                locked.append(error)
+                continue
+            context.log.info(
+                f"{date}: {report.added} new conversations, "
+                f"{report.already_present} already present"
             )
-        except DateLockedError as error:
-            if context.retry_number >= 6:
-                raise Failure(str(error), allow_retries=False) from None
-            raise
-        context.log.info(
-            f"{date}: {report.added} new conversations, {report.already_present} already present"
-        )
-        return MaterializeResult(
-            metadata={
-                "new_conversations": report.added,
-                "already_present": report.already_present,
-                "total_conversations": report.total,
-                "document_version": report.version,
-                "document_written": report.wrote,
-                "uploads_merged": MetadataValue.json(report.uploads_merged),
-            }
-        )
+            context.add_asset_metadata(
+                {
+                    "new_conversations": report.added,
+                    "already_present": report.already_present,
+                    "total_conversations": report.total,
+                    "document_version": report.version,
+                    "document_written": report.wrote,
+                    "uploads_merged": MetadataValue.json(report.uploads_merged),
+                },
+                partition_key=date,
+            )
+        if locked:
+            message = "; ".join(str(error) for error in locked)
+            if context.retry_number >= LOCK_RETRIES:
+                raise Failure(message, allow_retries=False)
+            remember_for_retry(context, "normalized_conversations", [e.date for e in locked])
+            raise DatesLockedError(f"{message} (the run's other dates are merged)")
+        return MaterializeResult()
 
     return [raw_conversations, normalized_conversations]

@@ -1,4 +1,4 @@
-"""Running the real assets of one date with `dagster.materialize` against a test store."""
+"""Running the real assets of one date (or a range) with `dagster.materialize`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,28 @@ def run_date(settings: Settings, date: str, instance: DagsterInstance | None = N
         resources={"convsync": ConvsyncResource.from_settings(settings)},
         instance=instance,
         raise_on_error=False,
+    )
+
+
+def run_range(
+    settings: Settings,
+    first: str,
+    last: str,
+    instance: DagsterInstance | None = None,
+    selection: list[str] | None = None,
+) -> Any:
+    """Materialise the assets over `first`..`last` in one run, as a backfill with the assets'
+    `BackfillPolicy.single_run()` does: the run carries the range tags, not a partition."""
+    return materialize(
+        build_assets(settings),
+        resources={"convsync": ConvsyncResource.from_settings(settings)},
+        instance=instance,
+        raise_on_error=False,
+        selection=selection,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
     )
 
 

@@ -3,8 +3,9 @@ deploy/dagster.yaml on a real PostgreSQL, the project's code location, and a loc
 store. Drives it the way a user does: GraphQL as the UI sends it.
 
 - the code location loads without errors and its four assets are daily-partitioned;
-- a backfill of three dates launched with `launchPartitionBackfill` completes, every run
-  succeeds, and the store holds each date's document and summary;
+- a backfill of three dates launched with `launchPartitionBackfill` completes as one run (the
+  assets' backfill policy) tagged with the range, and the store holds each date's document
+  and summary;
 - `new_upload_sensor`, tested and started as in the UI (dry run, persist its cursor, start),
   reacts to a new upload with one run, for exactly the date it contains;
 - the schedule's tick for a given time requests the previous day.
@@ -247,6 +248,10 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
         assert runs, "the backfill launched no runs"
         assert {run["status"] for run in runs} == {"SUCCESS"}, runs
         assert _dates_covered(runs) == set(BACKFILL_DATES), runs
+        # BackfillPolicy.single_run(): the three dates are one run, tagged with the range.
+        (backfill_run,) = runs
+        assert "dagster/partition" not in _tags(backfill_run), backfill_run
+        assert _tags(backfill_run)["dagster/asset_partition_range_start"] == BACKFILL_DATES[0]
         for date in BACKFILL_DATES:
             _assert_date_written(store, date, {f"b-{date}-0", f"b-{date}-1"})
         nodes = {
