@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from openai.lib._parsing import _completions as sdk_completions
 
 from convsync_pipeline.analyzers.openai import (
     DATA_END,
@@ -29,6 +30,7 @@ from convsync_pipeline.core.analysis import (
     PROMPT_VERSION,
     Analysis,
     ConversationAnalysisError,
+    ModelVerdict,
     SystemAnalysisError,
     TokenUsage,
 )
@@ -240,6 +242,79 @@ def test_bad_answers_fail_only_the_conversation(
         analyse_one(make(openai_server))
     assert openai_server.sent_counts() == {"c-1": 1}  # none of these is retried by the SDK
     assert "furious" not in str(caught.value)  # the model's output is not echoed
+
+
+def test_the_response_format_is_built_once_per_analyser_and_sent_strict(
+    openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's strict-schema converter is what `chat.completions.parse` ran on every call
+    # (about 2 ms of CPU each); the analyser runs it once and sends the same dict each time.
+    conversions: list[object] = []
+    original = sdk_completions.to_strict_json_schema
+
+    def counting(model: object) -> dict[str, Any]:
+        conversions.append(model)
+        return original(model)
+
+    monkeypatch.setattr(sdk_completions, "to_strict_json_schema", counting)
+    analyzer = make(openai_server)
+    results = analyse(analyzer, *(conversation(f"c-{i}") for i in range(3)))
+
+    assert all(isinstance(result, Analysis) for result in results)
+    assert conversions == [ModelVerdict]
+    expected = {
+        "type": "json_schema",
+        "json_schema": {"schema": original(ModelVerdict), "name": "ModelVerdict", "strict": True},
+    }
+    assert [request.body["response_format"] for request in openai_server.received] == [expected] * 3
+    schema = expected["json_schema"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(ModelVerdict.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        # Valid JSON, but outside the schema: the range and the enum are checked here now.
+        (
+            Reply("success", content=json.dumps({**DEFAULT_VERDICT, "sentimentScore": 1.5})),
+            r"^the model's answer does not match the analysis schema: sentimentScore: ",
+        ),
+        (
+            Reply("success", content=json.dumps({**DEFAULT_VERDICT, "extra": 1})),
+            r"^the model's answer does not match the analysis schema: extra: ",
+        ),
+        (Reply("success", content="[1, 2"), r"^the model's answer is not valid JSON$"),
+        # A stop at the token limit or by the filter wins, even over content that would parse.
+        (
+            Reply("length", content=json.dumps(DEFAULT_VERDICT)),
+            r"^the model's answer was cut off at its token limit \(finish_reason=length\)",
+        ),
+        (
+            Reply("content_filter", content=json.dumps(DEFAULT_VERDICT)),
+            r"^the model's answer was blocked by the content filter",
+        ),
+        # A refusal wins over content sent along with it.
+        (
+            Reply("refusal", content=json.dumps(DEFAULT_VERDICT)),
+            r"^the model refused to analyse this conversation: I'm sorry",
+        ),
+        (Reply("success", content=""), r"^the model returned no content and no refusal$"),
+    ],
+)
+def test_answers_are_validated_by_the_analyser_like_parse_did(
+    openai_server: FakeOpenAIServer, reply: Reply, message: str
+) -> None:
+    openai_server.behaviour = reply
+    analyzer = make(openai_server)
+    with pytest.raises(ConversationAnalysisError, match=message) as caught:
+        analyse_one(analyzer)
+    assert not isinstance(caught.value, SystemAnalysisError)
+    assert openai_server.sent_counts() == {"c-1": 1}
+    # The tokens of a failed answer were spent all the same: they count for pacing and cost.
+    stats = analyzer.stats()
+    assert (stats["calls"], stats["succeeded"]) == (1, 0)
+    assert stats["totalTokens"] > 0
 
 
 # --------------------------------------------------------------------------- system failures

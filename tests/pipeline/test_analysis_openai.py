@@ -554,6 +554,105 @@ def test_personal_data_in_uploads_never_reaches_the_server(local, openai_server,
     assert [m["content"] for m in c["messages"]] == list(texts), "the store keeps the original"
 
 
+# ------------------------------------------------------------------------------- the window
+@pytest.mark.parametrize("saves", ["on the loop", "in a worker thread"])
+def test_the_window_sends_only_what_a_completed_save_marked(
+    saves, tmp_path, openai_server, tap, monkeypatch
+):
+    """SPEC 7 at the server: every request is for a conversation that the last *completed*
+    save had marked `processing`; no saved document ever marks more than the concurrency;
+    saves run one at a time, each on the version before it. Both places a save can run:
+    on the event loop (quick saves) and in a worker thread (slow ones, here forced)."""
+    from convsync_pipeline.pipeline import analyse
+    from convsync_pipeline.pipeline.analyse import analyse_date
+    from convsync_pipeline.pipeline.ingest import ingest_new_uploads
+    from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.convsync import make_analyzer
+
+    concurrency = 4
+    store = LocalStore(tmp_path / "store")
+    settings = openai_settings(
+        {"CONVSYNC_STORE": str(tmp_path / "store"), "CONVSYNC_CONCURRENCY": str(concurrency)},
+        openai_server.base_url,
+    )
+    ids = [f"w-{n:02d}" for n in range(40)]
+    upload(store, *ids)
+    list(ingest_new_uploads(store, settings))
+    assert merge_date(store, settings, D, "seed").added == len(ids)
+
+    if saves == "in a worker thread":  # every save counts as slow: thread after the first 5
+        monkeypatch.setattr(analyse, "THREAD_SAVE_AFTER_SECONDS", -1.0)
+    guard = threading.Lock()
+    committed: list[tuple[int, frozenset[str]]] = []  # (version, ids marked processing)
+    saved_by: list[str] = []
+    saving = [0]
+    problems: list[str] = []
+    original_cas = store.compare_and_swap
+
+    def compare_and_swap(key: str, data: bytes, expected: str | None) -> str:
+        with guard:
+            saved_by.append(threading.current_thread().name)
+            saving[0] += 1
+            if saving[0] > 1:
+                problems.append("two saves at once")
+        try:
+            token = original_cas(key, data, expected)
+        finally:
+            with guard:
+                saving[0] -= 1
+        doc = json.loads(data)
+        marked = frozenset(
+            c["id"] for c in doc["conversations"] if c["processingStatus"] == "processing"
+        )
+        with guard:
+            committed.append((doc["_blobMeta"]["version"], marked))
+        return token
+
+    store.compare_and_swap = compare_and_swap  # type: ignore[method-assign]
+    # Slow answers for some, failures for others: results arrive while saves are running.
+    openai_server.latency = 0.03
+    openai_server.behaviour = by_conversation(
+        {cid: sequence("invalid_json", "success") for cid in ids[::5]}
+    )
+    counted = openai_server._handle  # the tap's hook: the wrapper below runs before it
+
+    def handle(endpoint: str, model: str, body: dict[str, Any], api_key: str) -> Any:
+        if endpoint == "chat":
+            cid = fake._conversation_id(body)
+            with guard:
+                marked = committed[-1][1] if committed else frozenset()
+            if cid not in marked:
+                problems.append(f"{cid} sent before a completed save marked it processing")
+        return counted(endpoint, model, body, api_key)
+
+    openai_server._handle = handle  # type: ignore[method-assign]
+
+    report = analyse_date(store, settings, lambda: make_analyzer(settings), D, "window-test")
+
+    assert problems == []
+    loop_thread = threading.current_thread().name
+    if saves == "on the loop":
+        assert set(saved_by) == {loop_thread}
+    else:
+        assert saved_by[:5] == [loop_thread] * 5
+        assert loop_thread not in saved_by[5:] and len(saved_by) > 10
+    versions = [version for version, _ in committed]
+    assert versions == list(range(versions[0], versions[0] + len(versions)))
+    assert max(len(marked) for _, marked in committed) == concurrency  # used, never exceeded
+    assert committed[-1][1] == frozenset()
+    assert 2 <= openai_server.max_in_flight <= concurrency
+    assert (report.succeeded, report.failed_attempts) == (len(ids) - len(ids[::5]), len(ids[::5]))
+    got = conversations(store)
+    assert {cid: (c["processingStatus"], c["retryCount"]) for cid, c in got.items()} == {
+        cid: ("pending", 1) if cid in ids[::5] else ("success", 0) for cid in ids
+    }
+    assert all(
+        got[cid]["processingError"] == "the model's answer is not valid JSON" for cid in ids[::5]
+    )
+    assert_consistent(document(store))
+    assert_attempts(tap, store)
+
+
 # ------------------------------------------------------------------------------- save encoding
 def test_the_pass_saves_exactly_the_bytes_of_the_document_model():
     """The pass re-encodes only changed conversations; the bytes must not differ from
