@@ -128,13 +128,14 @@ def _root_and_deploy_limits() -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def test_a_range_backfill_is_one_run_that_the_run_queue_limits_by_its_start(
+def test_a_range_backfill_is_one_run_and_the_run_queue_allows_one_range_run_at_a_time(
     tmp_path: Path,
 ) -> None:
     """Dagster's own backfill planner, on our asset graph: three dates of the four assets are
-    one run with range tags and no `dagster/partition`. Every instance file limits that tag to
-    one run per start date; a one-date run inside the range is not held back by the queue
-    (different tags), so the date lock is what keeps the two apart (next tests)."""
+    one run with range tags and no `dagster/partition`. Every instance file allows one run with
+    that tag at a time, whatever its start, so overlapping backfills never work on a shared
+    date at once; a one-date run inside the range is not held back by the queue (different
+    tags), so the date lock is what keeps the two apart (next tests)."""
     graph = build_definitions(settings_for({"CONVSYNC_STORE": str(tmp_path)})).resolve_asset_graph()
     wanted = [AssetKeyPartitionKey(AssetKey(a), d) for a in ASSETS for d in (D1, D2, D3)]
     with DagsterInstance.ephemeral() as instance:
@@ -149,12 +150,14 @@ def test_a_range_backfill_is_one_run_that_the_run_queue_limits_by_its_start(
     one_date = DagsterRun(job_name="convsync_daily", tags={"dagster/partition": D2})
     same_date = DagsterRun(job_name="convsync_daily", tags={"dagster/partition": D2})
     for name, limits in _root_and_deploy_limits().items():
-        rule = {"key": RANGE_START, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
-        assert rule in limits, name
+        assert {"key": RANGE_START, "limit": 1} in limits, name
         counter = TagConcurrencyLimitsCounter(limits, [range_run, one_date])
         assert counter.is_blocked(same_start), name
+        assert counter.is_blocked(other_start), name  # overlapping ranges: one at a time
         assert counter.is_blocked(same_date), name
-        assert not counter.is_blocked(other_start), name
+        assert not counter.is_blocked(
+            DagsterRun(job_name="convsync_daily", tags={"dagster/partition": D3})
+        ), name
 
 
 # ------------------------------------------------------------------------------ range runs
