@@ -139,6 +139,7 @@ class CliRun:
     log: Path
     started: float
     killed: bool = False
+    home: Path | None = None  # its DAGSTER_HOME
 
     @property
     def pid(self) -> int:
@@ -181,7 +182,27 @@ class CliRun:
 
     def lost_lock_race(self) -> bool:
         text = self.output()
-        return LOCK_FAILED in text and LOCKED_BY in text
+        if LOCKED_BY not in text:
+            return False
+        return LOCK_FAILED in text or any(LOCK_FAILED in m for m in self.event_log_messages())
+
+    def event_log_messages(self) -> list[str]:
+        """What every run of this process's DAGSTER_HOME logged, from the instance's event log.
+
+        The CLI's console copy of a step's events can lose lines when a process that failed
+        fast exits on a loaded machine (seen once in CI: the step's warning and STEP_FAILURE
+        missing, RUN_FAILURE printed); the event log is the record itself.
+        """
+        if self.home is None:
+            return []
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            return [
+                event.user_message
+                for run in instance.get_runs()
+                for event in instance.all_logs(run.run_id)
+            ]
 
     def takeover_waits(self) -> list[float]:
         """Seconds from a step's start to its `[Lock] Took over expired lock` line (the wait
@@ -232,7 +253,8 @@ def start_materialize(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return CliRun(name, process, log, time.monotonic())
+    home = env.get("DAGSTER_HOME")
+    return CliRun(name, process, log, time.monotonic(), home=Path(home) if home else None)
 
 
 def wait_all(runs: Iterable[CliRun], timeout: float = 240) -> None:
