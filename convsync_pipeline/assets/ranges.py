@@ -47,7 +47,7 @@ def dates_for_this_try(context: AssetExecutionContext, asset: str) -> list[str]:
 
 def remember_for_retry(context: AssetExecutionContext, asset: str, dates: Sequence[str]) -> None:
     """Call just before raising for a step retry: the next try redoes only `dates`."""
-    if len(context.partition_keys) == 1:
+    if not is_range(context):
         return  # a one-date run redoes its date anyway; leave its tags as they always were
     value = {"run": context.run_id, "try": context.retry_number + 1, "dates": sorted(dates)}
     context.instance.add_run_tags(context.run_id, {_tag(asset): json.dumps(value)})

@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.ranges import is_range
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.summarise import write_daily_summary
@@ -38,14 +39,14 @@ def build_summary_asset(settings: Settings):
         the others: their summaries are written, then the step fails naming the locked dates
         (rewriting a summary is idempotent, so the run's retry may redo every date).
         """
-        store = convsync.store_for_run(context.instance)
+        store, run_settings = convsync.store_for_run(context.instance), convsync.settings()
         versions: dict[str, tuple[int, int]] = {}  # date -> (summary's version, document's)
         locked: list[DateLockedError] = []
         for date in context.partition_keys:
             try:
-                summary = write_daily_summary(store, convsync.settings(), date, context.run_id)
+                summary = write_daily_summary(store, run_settings, date, context.run_id)
             except DateLockedError as error:
-                if len(context.partition_keys) == 1:
+                if not is_range(context):
                     raise Failure(str(error), allow_retries=False) from None
                 context.log.warning(f"{date}: {error}")
                 locked.append(error)

@@ -121,7 +121,7 @@ def merge_staged(document: DateDocument, staged: Sequence[StagedUpload]) -> Stag
     splice into its `conversations` list (`DateDocument.sealed_json_appending`), taken from
     the staged objects without decoding a message.
     """
-    from convsync_pipeline.core.staging import joined_texts
+    from convsync_pipeline.core.staging import joined_texts  # staging imports this module
 
     known = {conversation.id for conversation in document.conversations}
     ids = [batch.ids.to_pylist() for batch in staged]
