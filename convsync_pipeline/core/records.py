@@ -30,7 +30,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -60,6 +60,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 _CONVERSATION_ID = ("conversation_id", "id", "conversationId", "conversation")
 _FILE_RAW_LIMIT = 65536  # a whole-file failure keeps this much of the file as its raw text
+_CSV_WIDTH = 256  # columns typed as text up front; a wider file is read again
+_CSV_BLOCK = 1 << 22  # Arrow's CSV block: a field longer than this needs the whole file
+_BOMS = (codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # UTF-32 LE starts as 16 LE
 # Lenient about raw control characters inside strings (sloppy exporters write tabs).
 _DECODER = json.JSONDecoder(strict=False)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -161,6 +164,96 @@ def parse_upload(
     if suffix == ".json":
         return _parse_json(key, data, tz, day_first)
     return _parse_jsonl(key, data, tz, day_first)
+
+
+def parse_upload_stream(
+    key: str,
+    stream: BinaryIO,
+    read_whole: Callable[[], bytes],
+    *,
+    tz: ZoneInfo = UTC,
+    day_first: bool = False,
+    block_size: int = _CSV_BLOCK,
+) -> ParsedUpload:
+    """`parse_upload` of the bytes `stream` yields, without holding a CSV upload whole.
+
+    A CSV (gzipped or not) is read a block at a time: each block's rows are validated and
+    shaped as they come, and only the resulting columns are kept. Whatever the streaming
+    reader does not take - a UTF-16/32 byte-order mark, a header it cannot use, a row Arrow
+    refuses, a broken gzip stream - is parsed from ``read_whole()`` (the same version's
+    bytes, whole) by `parse_upload`, so the result is always exactly `parse_upload`'s.
+    JSON and JSONL are read whole: a JSON document is one value.
+    """
+    fmt = upload_format(key)
+    if fmt is not None and fmt[0] == ".csv":
+        parsed = _stream_csv(key, stream, fmt[1], tz, day_first, block_size)
+        if parsed is not None:
+            return parsed
+        return parse_upload(key, read_whole(), tz=tz, day_first=day_first)
+    return parse_upload(key, stream.read(), tz=tz, day_first=day_first)
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` followed by the rest of `stream` (what was peeked at, put back)."""
+
+    def __init__(self, head: bytes, stream: BinaryIO | gzip.GzipFile) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                size = len(self._head)
+            piece, self._head = bytes(self._head[:size]), self._head[size:]
+            return piece
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def _stream_csv(
+    key: str, stream: BinaryIO, gzipped: bool, tz: ZoneInfo, day_first: bool, block_size: int
+) -> ParsedUpload | None:
+    """A CSV read block by block into messages; None when it needs the whole-bytes path."""
+    parts: list[ParsedUpload] = []
+    plan: _Plan | None = None
+    rows_before = 0
+    try:
+        source = gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream
+        head = source.read(_FILE_RAW_LIMIT)
+        if not head or head.isspace() or head.startswith(_BOMS):
+            return None
+        reader = pacsv.open_csv(_Prefixed(head, source), **_csv_options(_CSV_WIDTH, block_size))
+        if reader.schema.names[_CSV_WIDTH:]:  # wider than typed: the whole-file path
+            return None
+        for batch in reader:
+            columns = batch.columns
+            if plan is None:
+                if batch.num_rows == 0:
+                    continue
+                header = _header_of(columns)
+                plan = _plan(header)
+                if _header_problem(plan, header):
+                    return None
+                columns = [column.slice(1) for column in columns]
+            parts.append(_csv_rows(key, columns, plan, rows_before, tz, day_first))
+            rows_before += len(columns[0])
+    except (pa.ArrowException, OSError, EOFError, zlib.error):
+        return None
+    if plan is None:
+        return None
+    quarantined = [record for part in parts for record in part.quarantined]
+    messages = (
+        pd.concat([part.messages for part in parts], ignore_index=True)
+        if len(parts) > 1 else parts[0].messages
+    )
+    return _finish(key, messages, quarantined, rows_before)
 
 
 def _utf8_from_bom(data: bytes) -> bytes:
@@ -275,13 +368,28 @@ def _parse_csv(key: str, data: bytes, tz: ZoneInfo, day_first: bool) -> ParsedUp
     if table.num_rows == 0:
         return _file_failure(key, "empty file: no CSV header row", data)
     columns = [table.column(i) for i in range(table.num_columns)]
-    header = [str(column[0].as_py()) for column in columns]
+    header = _header_of(columns)
     plan = _plan(header)
     problem = _header_problem(plan, header)
     if problem:
         return _file_failure(key, problem, data)
-    body = [column.slice(1) for column in columns]
-    rows = np.arange(1, table.num_rows, dtype=np.int64)
+    return _csv_rows(key, [column.slice(1) for column in columns], plan, 0, tz, day_first)
+
+
+def _header_of(columns: Sequence[pa.Array | pa.ChunkedArray]) -> list[str]:
+    return [str(column[0].as_py()) for column in columns]
+
+
+def _csv_rows(
+    key: str,
+    body: Sequence[pa.Array | pa.ChunkedArray],
+    plan: _Plan,
+    rows_before: int,
+    tz: ZoneInfo,
+    day_first: bool,
+) -> ParsedUpload:
+    """Data rows read by Arrow (numbered from `rows_before` + 1) as messages and quarantine."""
+    rows = np.arange(rows_before + 1, rows_before + 1 + len(body[0]), dtype=np.int64)
 
     def raw_rows(indices: np.ndarray) -> list[str]:
         taken = [column.take(pa.array(indices)).to_pylist() for column in body]
@@ -298,23 +406,26 @@ def _parse_csv(key: str, data: bytes, tz: ZoneInfo, day_first: bool) -> ParsedUp
     return _csv_assemble(key, body, plan, rows, raw_rows, [], len(rows), tz, day_first)
 
 
+def _csv_options(width: int, block_size: int) -> dict[str, Any]:
+    """Arrow's reader: every column as text (header included as row 0), quoted newlines."""
+    return {
+        "read_options": pacsv.ReadOptions(autogenerate_column_names=True, block_size=block_size),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(width)},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    }
+
+
 def _arrow_csv(data: bytes) -> pa.Table | None:
     """The whole CSV as text columns (header included as row 0), or None if Arrow refuses."""
-    parse = pacsv.ParseOptions(newlines_in_values=True)
-    width = 256
-    block = 1 << 22
+    width = _CSV_WIDTH
+    block = _CSV_BLOCK
     for _ in range(3):
         try:
-            table = pacsv.read_csv(
-                io.BytesIO(data),
-                read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=block),
-                parse_options=parse,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={f"f{i}": pa.string() for i in range(width)},
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            table = pacsv.read_csv(io.BytesIO(data), **_csv_options(width, block))
         except pa.ArrowInvalid as exc:
             if "straddling" in str(exc) and block < len(data) + 1:
                 block = len(data) + 1  # a field bigger than a block: read in one block

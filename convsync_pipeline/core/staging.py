@@ -14,8 +14,10 @@ that path cannot take goes through `group_by_date` and `dump_json`'s own encoder
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,9 @@ _SCHEMA = pa.schema([("id", pa.string()), ("text", _TEXT)])
 # JSON text repeats its keys and indentation: zstd at level 1 makes it ~12x smaller for about
 # the time the saved bytes take to write and fsync locally (and far less than to upload).
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
+# Messages rendered at a time: ~20 MB of text, so two chunks in flight stay small next to the
+# upload's columns while each Arrow call still works on enough rows to pay for itself.
+CHUNK_MESSAGES = 1 << 17
 
 
 class StagingFormatError(ValueError):
@@ -64,13 +69,9 @@ class StagedUpload:
 
     def encode(self) -> bytes:
         """An Arrow IPC stream (zstd); upload, etag and date ride in the schema's metadata."""
-        schema = _SCHEMA.with_metadata(
-            {"format": FORMAT, "upload": self.upload, "etag": self.etag, "date": self.date}
-        )
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, schema, options=_WRITE_OPTIONS) as writer:
-            writer.write_table(pa.Table.from_arrays([self.ids, self.texts], schema=schema))
-        return sink.getvalue().to_pybytes()
+        writer = _StagingWriter(self.upload, self.etag, self.date)
+        writer.write(self.ids, self.texts)
+        return writer.finish()
 
     @classmethod
     def decode(cls, data: bytes, key: str) -> StagedUpload:
@@ -309,7 +310,12 @@ def _text_column(frame: pd.DataFrame, name: str) -> pa.Array:
 
 
 def stage_messages(
-    messages: pd.DataFrame, source: str, etag: str, tz: ZoneInfo
+    messages: pd.DataFrame,
+    source: str,
+    etag: str,
+    tz: ZoneInfo,
+    *,
+    chunk_messages: int = CHUNK_MESSAGES,
 ) -> Iterator[StagedUpload]:
     """One upload's messages as staged conversations per date, without a dict per message.
 
@@ -317,9 +323,66 @@ def stage_messages(
     tz)[date])`` for each date: the same grouping, order, dating and text, but assembled
     column-wise by Arrow, in its final order. Columns it cannot take that way (missing values,
     non-text, text Arrow refuses, a meta value dump_json would hand to json.dumps) take exactly
-    that expression instead. Arrow's kernels release the GIL: they run on a second thread
-    while this one does the per-conversation and per-meta Python work.
+    that expression instead. `staged_bodies` is the same, encoded a chunk at a time.
     """
+    for date, chunks in _dated_chunks(messages, source, etag, tz, chunk_messages):
+        ids, texts = zip(*chunks, strict=True)
+        yield StagedUpload(
+            upload=source,
+            etag=etag,
+            date=date,
+            ids=pa.concat_arrays(list(ids)),
+            texts=pa.chunked_array(texts, type=_TEXT),
+        )
+
+
+def staged_bodies(
+    messages: pd.DataFrame,
+    source: str,
+    etag: str,
+    tz: ZoneInfo,
+    *,
+    chunk_messages: int = CHUNK_MESSAGES,
+) -> Iterator[tuple[str, int, bytes]]:
+    """(date, conversations, `StagedUpload.encode()`d body) for each date of the upload.
+
+    Rendered and compressed `chunk_messages` messages at a time, so an upload's text is never
+    held whole and uncompressed: ingest's memory is its columns plus one chunk per thread.
+    """
+    for date, chunks in _dated_chunks(messages, source, etag, tz, chunk_messages):
+        writer = _StagingWriter(source, etag, date)
+        for ids, texts in chunks:
+            writer.write(ids, texts)
+        yield date, writer.rows, writer.finish()
+
+
+class _StagingWriter:
+    """`StagedUpload.encode`'s IPC stream, written a record batch at a time."""
+
+    def __init__(self, upload: str, etag: str, date: str) -> None:
+        self.schema = _SCHEMA.with_metadata(
+            {"format": FORMAT, "upload": upload, "etag": etag, "date": date}
+        )
+        self.rows = 0
+        self._sink = pa.BufferOutputStream()
+        self._writer = pa.ipc.new_stream(self._sink, self.schema, options=_WRITE_OPTIONS)
+
+    def write(self, ids: pa.Array, texts: pa.Array | pa.ChunkedArray) -> None:
+        self._writer.write_table(pa.Table.from_arrays([ids, texts], schema=self.schema))
+        self.rows += len(ids)
+
+    def finish(self) -> bytes:
+        self._writer.close()
+        return self._sink.getvalue().to_pybytes()
+
+
+Chunks = Iterator[tuple[pa.Array, pa.Array]]
+
+
+def _dated_chunks(
+    messages: pd.DataFrame, source: str, etag: str, tz: ZoneInfo, chunk_messages: int
+) -> Iterator[tuple[str, Chunks]]:
+    """(date, its (ids, texts) chunks in order) for each date; the fast path or the slow one."""
     if messages.empty:
         return
     try:
@@ -327,126 +390,163 @@ def stage_messages(
             name: _text_column(messages, name)
             for name in ("conversation_id", "timestamp", "role", "content")
         }
-    except (pa.ArrowException, ValueError, TypeError, UnicodeError):
-        yield from _stage_slowly(messages, source, etag, tz)
-        return
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convsync-stage") as pool:
-        staged = _stage_columns(messages, columns, source, etag, tz, pool)
-    if staged is None:
-        yield from _stage_slowly(messages, source, etag, tz)
-    else:
-        yield from staged
-
-
-def _stage_columns(
-    messages: pd.DataFrame,
-    columns: dict[str, pa.Array],
-    source: str,
-    etag: str,
-    tz: ZoneInfo,
-    pool: ThreadPoolExecutor,
-) -> list[StagedUpload] | None:
-    # Conversations: group by id (codes in order of first appearance), order each one's
-    # messages by (time, record number) as group_by_date's stable sort does, and date it by
-    # its earliest message.
-    encoded = columns["conversation_id"].dictionary_encode()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    ts_ns = messages["ts_ns"].to_numpy(dtype=np.int64)
-    record_no = messages["record_no"].to_numpy(dtype=np.int64)
-    order = np.lexsort((record_no, ts_ns, codes))
-    sorted_codes = codes[order]
-    cut = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
-    starts = np.concatenate(([0], cut))
-    lengths = np.diff(np.concatenate((starts, [len(order)])))
-    group_codes = sorted_codes[starts]
-    first_seen = np.minimum.reduceat(record_no[order], starts)
-    days = np.asarray(local_dates(pd.Series(ts_ns[order][starts]), tz).tolist(), dtype=object)
-    # Filed per date by first appearance in the upload; ties (only possible with repeated
-    # record numbers) in group_by_date's id order.
-    id_rank = np.empty(len(encoded.dictionary), dtype=np.int64)
-    id_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(id_rank))
-    day_values, day_of_group = np.unique(days, return_inverse=True)
-    filing = np.lexsort((id_rank[group_codes], first_seen, day_of_group))
-    filed_days = day_of_group[filing]
-    filed_lengths = lengths[filing]
-
-    # Every message in its final place: conversations in filing order, each one's messages in
-    # time order. Each message's text carries its conversation's head (before the first
-    # message) or the separator after the previous message, and its conversation's tail
-    # (after the last one): a conversation's text is one contiguous run of the result.
-    filed_starts = np.concatenate(([0], np.cumsum(filed_lengths)[:-1]))
-    final = pa.array(
-        order[np.repeat(starts[filing] - filed_starts, filed_lengths) + np.arange(len(order))]
-    )
-    in_order = {
-        name: pool.submit(lambda column: _escaped(column.take(final)), columns[name])
-        for name in ("timestamp", "role", "content")
-    }
-    try:  # meanwhile, on this thread
         metas = _meta_column(messages["meta"])
     except (pa.ArrowException, ValueError, TypeError, UnicodeError, JsonFragmentError):
-        return None
-    metas = pool.submit(metas.take, final)
-    stamps = in_order["timestamp"].result()
-    conversation_ids = encoded.dictionary.take(pa.array(group_codes[filing])).cast(pa.string())
-    started = stamps.take(pa.array(filed_starts)).to_pylist()
-    ended = stamps.take(pa.array(filed_starts + filed_lengths - 1)).to_pylist()
+        for staged in _stage_slowly(messages, source, etag, tz):
+            yield staged.date, iter([(staged.ids, staged.texts)])
+        return
+    filing = _Filing.of(messages, columns["conversation_id"], tz)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convsync-stage") as pool:
+        for date, first, end in filing.dates():
+            ranges = filing.chunks(first, end, chunk_messages)
+            rendered = _ahead(
+                pool, lambda span: _render(filing, columns, metas, source, *span), ranges
+            )
+            yield date, ((filing.ids.slice(a, b - a), texts) for (a, b), texts in rendered)
+
+
+def _ahead(pool: ThreadPoolExecutor, work: Callable[[Any], Any], items: list[Any]) -> Iterator:
+    """(item, work(item)) in order, the next item's work running while this one is used.
+
+    Arrow's kernels release the GIL: one chunk renders on a worker while the caller
+    compresses (or concatenates) the one before. At most two chunks are in memory at once.
+    """
+    pending: deque = deque()
+    for item in items:
+        pending.append((item, pool.submit(work, item)))
+        if len(pending) == 2:
+            done, future = pending.popleft()
+            yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
+
+
+@dataclass(frozen=True)
+class _Filing:
+    """Where every message and conversation of an upload goes, as index arrays.
+
+    Conversations: grouped by id (codes in order of first appearance), each one's messages
+    ordered by (time, record number) as group_by_date's stable sort does, dated by the
+    earliest message, and filed per date by first appearance in the upload (ties, only
+    possible with repeated record numbers, in group_by_date's id order). `final` lists the
+    messages in that order: a conversation's messages are one contiguous run of it.
+    """
+
+    final: np.ndarray  # message row of each position
+    starts: np.ndarray  # per filed conversation: position of its first message
+    lengths: np.ndarray  # per filed conversation: its number of messages
+    days: np.ndarray  # per filed conversation: index into day_values
+    day_values: np.ndarray
+    ids: pa.Array  # per filed conversation: its id
+
+    @classmethod
+    def of(cls, messages: pd.DataFrame, conversation_id: pa.Array, tz: ZoneInfo) -> _Filing:
+        encoded = conversation_id.dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        ts_ns = messages["ts_ns"].to_numpy(dtype=np.int64)
+        record_no = messages["record_no"].to_numpy(dtype=np.int64)
+        order = np.lexsort((record_no, ts_ns, codes))
+        sorted_codes = codes[order]
+        cut = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+        starts = np.concatenate(([0], cut))
+        lengths = np.diff(np.concatenate((starts, [len(order)])))
+        group_codes = sorted_codes[starts]
+        first_seen = np.minimum.reduceat(record_no[order], starts)
+        days = np.asarray(local_dates(pd.Series(ts_ns[order][starts]), tz).tolist(), dtype=object)
+        id_rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+        id_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(id_rank))
+        day_values, day_of_group = np.unique(days, return_inverse=True)
+        filing = np.lexsort((id_rank[group_codes], first_seen, day_of_group))
+        filed_lengths = lengths[filing]
+        filed_starts = np.concatenate(([0], np.cumsum(filed_lengths)[:-1]))
+        shift = np.repeat(starts[filing] - filed_starts, filed_lengths)
+        return cls(
+            final=order[shift + np.arange(len(order))],
+            starts=filed_starts,
+            lengths=filed_lengths,
+            days=day_of_group[filing],
+            day_values=day_values,
+            ids=encoded.dictionary.take(pa.array(group_codes[filing])).cast(pa.string()),
+        )
+
+    def dates(self) -> Iterator[tuple[str, int, int]]:
+        """(date, first conversation, end conversation) for each date, in date order."""
+        first_in_date = np.ones(len(self.days), dtype=bool)
+        first_in_date[1:] = self.days[1:] != self.days[:-1]
+        date_starts = np.flatnonzero(first_in_date)
+        date_ends = np.append(date_starts[1:], len(self.days))
+        for first, end in zip(date_starts.tolist(), date_ends.tolist(), strict=True):
+            yield str(self.day_values[self.days[first]]), first, end
+
+    def chunks(self, first: int, end: int, size: int) -> list[tuple[int, int]]:
+        """Conversation ranges of [first, end) holding about `size` messages each (a
+        conversation is never split)."""
+        bounds = [first]
+        while bounds[-1] < end:
+            target = self.starts[bounds[-1]] + max(size, 1)
+            next_bound = int(np.searchsorted(self.starts[:end], target, side="left"))
+            bounds.append(min(max(next_bound, bounds[-1] + 1), end))
+        return list(itertools.pairwise(bounds))
+
+    def positions(self, first: int, end: int) -> tuple[int, int]:
+        """The message positions [lo, hi) of conversations [first, end)."""
+        lo = int(self.starts[first])
+        return lo, lo + int(self.lengths[first:end].sum())
+
+
+def _render(
+    filing: _Filing,
+    columns: dict[str, pa.Array],
+    metas: pa.Array,
+    source: str,
+    first: int,
+    end: int,
+) -> pa.Array:
+    """The texts of filed conversations [first, end), one large_string each.
+
+    Each message's text carries its conversation's head (before the first message) or the
+    separator after the previous message, and its conversation's tail (after the last one),
+    so a conversation's text is one contiguous run of the joined message texts.
+    """
+    lo, hi = filing.positions(first, end)
+    rows = pa.array(filing.final[lo:hi])
+    stamps, role, content = (
+        _escaped(columns[name].take(rows)) for name in ("timestamp", "role", "content")
+    )
+    starts = filing.starts[first:end] - lo
+    lasts = starts + filing.lengths[first:end] - 1
+    started = stamps.take(pa.array(starts)).to_pylist()
+    ended = stamps.take(pa.array(lasts)).to_pylist()
     heads = [
         _CONVERSATION_HEAD % (
-            _N[3], json_string(cid), _N[3], f'"{begin}"', _N[3], f'"{end}"', _N[3], _N[4]
+            _N[3], json_string(cid), _N[3], f'"{begin}"', _N[3], f'"{stop}"', _N[3], _N[4]
         )
-        for cid, begin, end in zip(conversation_ids.to_pylist(), started, ended, strict=True)
+        for cid, begin, stop in zip(
+            filing.ids.slice(first, end - first).to_pylist(), started, ended, strict=True
+        )
     ]
-    del started, ended
-    head_index = np.zeros(len(order), dtype=np.int64)
-    head_index[filed_starts] = np.arange(1, len(filing) + 1)
+    head_index = np.zeros(hi - lo, dtype=np.int64)
+    head_index[starts] = np.arange(1, end - first + 1)
     prefix = pa.array(["," + _N[4], *heads], type=_TEXT).take(pa.array(head_index))
-    del heads
-    tail_index = np.zeros(len(order), dtype=np.int64)
-    tail_index[filed_starts + filed_lengths - 1] = 1
-    tail = _CONVERSATION_TAIL % json_string(source)
-    suffix = pa.array(["", tail], type=_TEXT).take(pa.array(tail_index))
-    parts = [
-        prefix,
-        _scalar(_MESSAGE_PARTS[0]), in_order["role"].result(),
-        _scalar(_MESSAGE_PARTS[1]), in_order["content"].result(),
-        _scalar(_MESSAGE_PARTS[2]), stamps,
-        _scalar(_MESSAGE_PARTS[3]), metas.result(),
-        _scalar(_MESSAGE_PARTS[4]), suffix,
-    ]
-    del prefix, suffix, stamps, metas, in_order
-    # The text of every message, in two halves split between conversations, one per thread;
-    # a conversation's text is then the run of its messages' texts in its half's buffer.
-    middle = len(filing) // 2
-    halves = [(0, middle), (middle, len(filing))] if middle else [(0, len(filing))]
-
-    def conversation_texts(first: int, end: int) -> pa.Array:
-        lo = int(filed_starts[first]) if first < len(filing) else len(order)
-        hi = int(filed_starts[end]) if end < len(filing) else len(order)
-        sliced = (p if isinstance(p, pa.Scalar) else p.slice(lo, hi - lo) for p in parts)
-        text = pc.binary_join_element_wise(*sliced, _scalar(""))
-        _, offsets_buffer, data = text.buffers()
-        offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[text.offset :]
-        bounds = np.append(offsets[filed_starts[first:end] - lo], offsets[len(text)])
-        return pa.LargeStringArray.from_buffers(end - first, pa.py_buffer(bounds), data)
-
-    texts = pa.chunked_array(
-        list(pool.map(lambda half: conversation_texts(*half), halves)), type=_TEXT
+    tail_index = np.zeros(hi - lo, dtype=np.int64)
+    tail_index[lasts] = 1
+    suffix = pa.array(["", _CONVERSATION_TAIL % json_string(source)], type=_TEXT).take(
+        pa.array(tail_index)
     )
-    first_in_date = np.ones(len(filing), dtype=bool)
-    first_in_date[1:] = filed_days[1:] != filed_days[:-1]
-    date_starts = np.flatnonzero(first_in_date)
-    date_ends = np.append(date_starts[1:], len(filing))
-    return [
-        StagedUpload(
-            upload=source,
-            etag=etag,
-            date=str(day_values[filed_days[first]]),
-            ids=conversation_ids.slice(first, end - first),
-            texts=texts.slice(first, end - first),
-        )
-        for first, end in zip(date_starts.tolist(), date_ends.tolist(), strict=True)
-    ]
+    text = pc.binary_join_element_wise(
+        prefix,
+        _scalar(_MESSAGE_PARTS[0]), role,
+        _scalar(_MESSAGE_PARTS[1]), content,
+        _scalar(_MESSAGE_PARTS[2]), stamps,
+        _scalar(_MESSAGE_PARTS[3]), metas.take(rows),
+        _scalar(_MESSAGE_PARTS[4]), suffix,
+        _scalar(""),
+    )
+    _, offsets_buffer, data = text.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[text.offset :]
+    bounds = np.append(offsets[starts], offsets[len(text)])
+    return pa.LargeStringArray.from_buffers(end - first, pa.py_buffer(bounds), data)
 
 
 def _stage_slowly(

@@ -25,8 +25,8 @@ from convsync_pipeline.core.keys import (
     upload_id,
     upload_index_key,
 )
-from convsync_pipeline.core.records import parse_upload
-from convsync_pipeline.core.staging import StagedUpload, stage_messages
+from convsync_pipeline.core.records import parse_upload_stream
+from convsync_pipeline.core.staging import StagedUpload, staged_bodies
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo, Store
 
@@ -77,6 +77,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class _UploadReplaced(Exception):
+    """The upload was replaced between two reads of one version."""
+
+
 def unindexed_uploads(store: Store) -> list[ObjectInfo]:
     """Uploads in `incoming/` whose current version has not been ingested yet."""
     indexed = {info.key[len(INDEX_PREFIX) : -len(".json")] for info in store.list(INDEX_PREFIX)}
@@ -93,19 +97,35 @@ def read_upload_report(store: Store, upload_key: str, etag: str) -> UploadReport
 
 
 def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadReport | None:
-    """Parse, group, stage and quarantine one upload; None if it vanished meanwhile."""
-    found = store.read_versioned(info.key)
-    if found is None:
-        return None
-    etag = found.token
+    """Parse, group, stage and quarantine one upload; None if it vanished meanwhile.
+
+    The upload is streamed from the store (`parse_upload_stream`): a large CSV is never held
+    whole. A second, whole read, if the parser needs one, is of the same version or nothing.
+    """
+    with store.open_versioned(info.key) as found:
+        if found is None:
+            return None
+        etag = found.token
+
+        def read_whole() -> bytes:
+            with store.open_versioned(info.key, etag) as same:
+                if same is None:
+                    raise _UploadReplaced
+                return same.stream.read()
+
+        with gc_paused():
+            try:
+                parsed = parse_upload_stream(
+                    info.key, found.stream, read_whole, tz=settings.tz, day_first=settings.day_first
+                )
+            except _UploadReplaced:
+                return None  # its new version is a new upload, ingested on its own
     with gc_paused():
-        parsed = parse_upload(info.key, found.data, tz=settings.tz, day_first=settings.day_first)
-        del found
         conversations_by_date: dict[str, int] = {}
         # Each conversation rendered once, as its date document will hold it (`core.staging`).
-        for staged in stage_messages(parsed.messages, info.key, etag, settings.tz):
-            store.write(staging_key(staged.date, info.key, etag), staged.encode())
-            conversations_by_date[staged.date] = len(staged)
+        for date, count, body in staged_bodies(parsed.messages, info.key, etag, settings.tz):
+            store.write(staging_key(date, info.key, etag), body)
+            conversations_by_date[date] = count
         quarantined_at = None
         if parsed.quarantined:
             quarantined_at = quarantine_key(info.key, etag)

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class StoreError(Exception):
@@ -57,6 +57,14 @@ class Versioned:
     token: str  # opaque compare-and-swap token (S3 ETag; a content hash on the folder store)
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """An object's bytes as a stream (read it inside `Store.open_versioned`'s block)."""
+
+    stream: BinaryIO
+    token: str
+
+
 class Lease(Protocol):
     """A held date lock. `generation` only grows: it is the fencing token."""
 
@@ -77,6 +85,16 @@ class Store(Protocol):
         ...
 
     def read_versioned(self, key: str) -> Versioned | None: ...
+
+    def open_versioned(
+        self, key: str, token: str | None = None
+    ) -> AbstractContextManager[Streamed | None]:
+        """The object as a stream, for reading a large one without holding it whole.
+
+        None when there is no object at exactly `key`, or when `token` is given and the
+        object is no longer that version (so a second read can never mix two versions).
+        """
+        ...
 
     def write(self, key: str, data: bytes) -> None:
         """Unconditional write, for derived objects (summaries, staging, quarantine)."""

@@ -33,6 +33,7 @@ from convsync_pipeline.store.base import (
     LeaseLostError,
     ObjectInfo,
     StoreError,
+    Streamed,
     Versioned,
     check_key,
 )
@@ -107,6 +108,19 @@ class LocalStore:
                 return Versioned(data=handle.read(), token=_token(stat))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+
+    @contextlib.contextmanager
+    def open_versioned(self, key: str, token: str | None = None) -> Iterator[Streamed | None]:
+        path = self._path(key)
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            yield None
+            return
+        with handle:
+            current = _token(os.fstat(handle.fileno()))
+            # A replace makes a new inode: the open file stays the version it was.
+            yield None if token is not None and token != current else Streamed(handle, current)
 
     def _current_token(self, path: Path) -> str | None:
         try:

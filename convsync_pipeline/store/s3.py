@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import io
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from convsync_pipeline.store.base import (
     LeaseLostError,
     ObjectInfo,
     StoreError,
+    Streamed,
     Versioned,
     check_key,
 )
@@ -90,6 +92,27 @@ def parse_s3_url(url: str) -> tuple[str, str]:
             "credentials come from the AWS chain, the endpoint from CONVSYNC_S3_ENDPOINT_URL"
         )
     return parts.netloc, parts.path.strip("/")
+
+
+class _ReadErrors(io.RawIOBase):
+    """A response body whose failures mid-read are StoreErrors saying what to fix."""
+
+    def __init__(self, body: Any, store: S3Store, key: str) -> None:
+        self._body, self._store, self._key = body, store, key
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._store._fail(exc, "read", self._key) from exc
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _token(etag: str) -> str:
@@ -282,6 +305,27 @@ class S3Store:
             with contextlib.suppress(TypeError, ValueError):
                 server_time = email.utils.parsedate_to_datetime(date_header)
         return _Got(data, _token(response["ETag"]), response.get("LastModified"), server_time)
+
+    @contextlib.contextmanager
+    def open_versioned(self, key: str, token: str | None = None) -> Iterator[Streamed | None]:
+        check_key(key)
+        request = {"Bucket": self.bucket, "Key": self._full(key)}
+        if token is not None:
+            request["IfMatch"] = f'"{token}"'
+        try:
+            response = self._client.get_object(**request)
+        except ClientError as exc:
+            if _is_missing_key(exc) or (token is not None and _status(exc) == 412):
+                yield None
+                return
+            raise self._fail(exc, "read", key) from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, "read", key) from exc
+        body = response["Body"]
+        try:
+            yield Streamed(_ReadErrors(body, self, key), _token(response["ETag"]))
+        finally:
+            body.close()
 
     def read(self, key: str) -> bytes | None:
         got = self._get(key)

@@ -24,11 +24,13 @@ from convsync_pipeline.core.conversations import group_by_date, merge_staged
 from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
 from convsync_pipeline.core.records import meta_dicts, parse_upload
 from convsync_pipeline.core.staging import (
+    CHUNK_MESSAGES,
     StagedUpload,
     StagingFormatError,
     _stage_slowly,
     joined_texts,
     stage_messages,
+    staged_bodies,
 )
 
 BASE_NS = 1_770_768_000 * 10**9  # 2026-02-11T00:00:00Z
@@ -118,13 +120,21 @@ def _staged(staged) -> dict[str, tuple[list[str], list[str]]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(rows=ROWS, zone=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]))
-def test_staging_is_group_by_date_as_the_standard_library_writes_it(rows, zone):
+@given(
+    rows=ROWS,
+    zone=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]),
+    chunk=st.sampled_from([1, 2, 3, 7, CHUNK_MESSAGES]),
+)
+def test_staging_is_group_by_date_as_the_standard_library_writes_it(rows, zone, chunk):
     frame = _frame(rows)
     tz = ZoneInfo(zone)
     source = 'incoming/a "b".csv'
-    fast = list(stage_messages(frame, source, "etag-1", tz))
+    fast = list(stage_messages(frame, source, "etag-1", tz, chunk_messages=chunk))
     assert _staged(fast) == _staged(_stage_slowly(frame, source, "etag-1", tz))
+    bodies = list(staged_bodies(frame, source, "etag-1", tz, chunk_messages=chunk))
+    assert [(date, count) for date, count, _ in bodies] == [(s.date, len(s)) for s in fast]
+    for (_, _, body), staged in zip(bodies, fast, strict=True):
+        assert _staged([StagedUpload.decode(body, "staging/k.arrow")]) == _staged([staged])
     grouped = group_by_date(frame, source, tz)
     assert sorted(s.date for s in fast) == sorted(grouped)
     for staged in fast:

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import random
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -30,6 +31,7 @@ SETTINGS = settings(
 NY = ZoneInfo("America/New_York")
 TS = "2026-02-11T14:03:00Z"
 ISO = "2026-02-11T14:03:00.000Z"
+TS_BYTES = TS.encode()
 
 
 def check(parsed: ParsedUpload) -> ParsedUpload:
@@ -371,6 +373,132 @@ def test_csv_fast_and_row_by_row_paths_agree(cells: list[tuple[str, str, str]]) 
     assert [(q.position, q.reason) for q in fast.quarantined] == [
         (q.position, q.reason) for q in slow.quarantined
     ]
+
+
+# CSV streamed from the store: exactly the whole-bytes result, a block at a time -----------
+
+
+class Reads(io.RawIOBase):
+    """A stream that remembers how it was read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.largest = 0
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        piece = self._data.read(len(buffer))
+        buffer[: len(piece)] = piece
+        self.largest = max(self.largest, len(piece))
+        self.total += len(piece)
+        return len(piece)
+
+
+def streamed(key: str, data: bytes, block_size: int, **kwargs: object) -> tuple[ParsedUpload, bool]:
+    """The upload parsed from a stream, and whether the parser asked for the whole bytes."""
+    asked: list[bool] = []
+
+    def read_whole() -> bytes:
+        asked.append(True)
+        return data
+
+    parsed = records.parse_upload_stream(
+        key, Reads(data), read_whole, block_size=block_size, **kwargs  # type: ignore[arg-type]
+    )
+    return check(parsed), bool(asked)
+
+
+def assert_same(one: ParsedUpload, other: ParsedUpload) -> None:
+    pd.testing.assert_frame_equal(one.messages, other.messages)
+    assert one.quarantined == other.quarantined
+    assert one.records_in == other.records_in
+
+
+@SETTINGS
+@given(csv_upload(), st.booleans(), st.sampled_from([64, 200, 4096, 1 << 22]))
+def test_a_streamed_csv_is_parsed_as_the_whole_bytes_are(
+    case: tuple[bytes, list[int], dict[int, str]], gzipped: bool, block_size: int
+) -> None:
+    data, _, _ = case
+    key = "u.csv.gz" if gzipped else "u.csv"
+    body = gzip.compress(data) if gzipped else data
+    parsed, _ = streamed(key, body, block_size)
+    assert_same(parsed, parse(key, body))
+
+
+def _messages_csv(rows: int, *, extra: bytes = b"") -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["conversation_id", "timestamp", "role", "content", "channel"])
+    stamps = [TS, "2026-02-11 09:03", "1770818580123", "02/11/2026 2:03 PM", "nope"]
+    noise = random.Random(rows)  # text gzip cannot shrink to nothing
+    for i in range(rows):
+        content = f'line {i}, "quoted"\nand é {noise.getrandbits(128):x}' if i % 3 else ""
+        writer.writerow([f"c{i // 10}", stamps[i % 5], "user", content, "web" if i % 2 else ""])
+    return out.getvalue().encode() + extra
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["csv", "csv.gz"])
+def test_a_large_csv_is_read_a_block_at_a_time_never_whole(gzipped: bool) -> None:
+    data = _messages_csv(40_000)  # ~2 MB
+    key = "u.csv.gz" if gzipped else "u.csv"
+    body = gzip.compress(data) if gzipped else data
+    parsed, asked_whole = streamed(key, body, 1 << 16)
+    assert not asked_whole
+    assert_same(parsed, parse(key, body))
+    assert len(parsed.messages) == 32_000 and len(parsed.quarantined) == 8_000
+    stream = Reads(body)
+    records.parse_upload_stream(key, stream, bytes, block_size=1 << 16)
+    assert stream.total == len(body)
+    assert stream.largest <= 1 << 17 < len(body) // 4  # in pieces: never the file at once
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "asks_whole"),
+    [
+        ("empty", b"", True),
+        ("blank lines", b"\n\n  \n", True),
+        ("header only", b"conversation_id,timestamp,role,content\n", False),
+        ("no timestamp column", b"conversation_id,role\nc1,user\n", True),
+        ("utf-8 bom", "\ufeffconversation_id,timestamp\nc1,2026-02-11T14:03:00Z\n".encode(), False),
+        ("utf-16 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-16"), True),
+        ("utf-32 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-32"), True),
+        ("ragged row after many blocks", _messages_csv(5_000, extra=b"c9,%b\n" % TS_BYTES), True),
+        ("invalid utf-8 after many blocks",
+         _messages_csv(5_000, extra=b"c9,%b,us\xffr,x,y\n" % TS_BYTES), True),
+        ("field longer than a block", b"conversation_id,timestamp,content\nc1,"
+         + TS.encode() + b',"' + b"x" * 300_000 + b'"\n', True),
+        ("wider than 256 columns", ",".join(["conversation_id", "timestamp"]
+         + [f"x{i}" for i in range(300)]).encode() + b"\n" + b",".join(
+             [b"c1", TS.encode()] + [b"v"] * 300) + b"\n", True),
+    ],
+)
+def test_what_the_stream_cannot_take_is_parsed_whole(
+    name: str, data: bytes, asks_whole: bool
+) -> None:
+    parsed, asked = streamed("u.csv", data, 1 << 16)
+    assert_same(parsed, parse("u.csv", data))
+    assert asked == asks_whole, name
+
+
+def test_a_broken_gzip_stream_is_parsed_whole() -> None:
+    body = gzip.compress(_messages_csv(20_000))
+    truncated = body[: len(body) // 2]
+    parsed, asked = streamed("u.csv.gz", truncated, 1 << 16)
+    assert asked
+    assert_same(parsed, parse("u.csv.gz", truncated))
+    assert "not a valid gzip file" in parsed.quarantined[0].reason
+
+
+def test_json_and_jsonl_uploads_are_read_from_the_stream_whole() -> None:
+    jsonl = f'{{"conversation_id": "c1", "timestamp": "{TS}"}}\n'.encode()
+    for key, data in (("u.jsonl", jsonl), ("u.json", b"[" + jsonl.strip() + b"]")):
+        parsed, asked = streamed(key, data, 1 << 16)
+        assert not asked
+        assert_same(parsed, parse(key, data))
 
 
 # --------------------------------------------------------------------------- JSON

@@ -53,6 +53,32 @@ def test_reads_are_by_exact_key(any_store: Store) -> None:
     assert any_store.read("conversations") is None
 
 
+def test_open_versioned_streams_one_version(any_store: Store) -> None:
+    key = "incoming/2026-02-11/big.csv"
+    body = bytes(range(256)) * 40_000  # 10 MB: read in pieces, as the CSV reader does
+    with any_store.open_versioned(key) as missing:
+        assert missing is None
+    any_store.write(key, body)
+    token = any_store.read_versioned(key).token
+    with any_store.open_versioned(key) as found:
+        assert found is not None and found.token == token
+        pieces = []
+        while piece := found.stream.read(1 << 20):
+            pieces.append(piece)
+        assert b"".join(pieces) == body
+    with any_store.open_versioned(key, token) as again:
+        assert again is not None and again.stream.read() == body
+    with any_store.open_versioned(key) as before_replace:
+        assert before_replace is not None
+        head = before_replace.stream.read(1000)
+        any_store.write(key, b"a new version")
+        assert head == body[:1000]
+    with any_store.open_versioned(key, token) as stale:
+        assert stale is None  # that version is gone: a second read never mixes versions
+    with any_store.open_versioned("incoming/2026-02-11/big.cs") as prefix_only:
+        assert prefix_only is None  # by exact key
+
+
 def test_url_is_set(any_store: Store) -> None:
     assert any_store.url
     assert "testing" not in any_store.url  # never the credentials
