@@ -11,7 +11,9 @@ store from an earlier upload; ~0.1 % bad rows), then times, in one run:
 - `floor_s`: `pyarrow.csv.read_csv` of the file (the speed of the CSV parser);
 - `rowwise_s`: `bench/rowwise.py` (csv module, dateutil per row, dict merge, json dump);
 - `convsync_s`: the pipeline: `ingest_upload` (read, parse, normalise, group, stage,
-  quarantine, index) and `merge_date` for every date it touches, on a LocalStore.
+  quarantine, index) and `merge_date` for every date it touches, on a LocalStore;
+- `writes_s`: writing and fsyncing the bytes convsync stored, and nothing else (the floor
+  the output sets), with `writes_vs_floor` and `ratio_vs_floor_plus_writes`.
 
 Both implementations start from the same store state (the earlier upload merged) and their
 date documents are compared (`documents_match`). Every phase runs in this one process by
@@ -305,10 +307,46 @@ def phase_convsync(store_root: Path, profile: str | None = None, **_: Any) -> di
     }
 
 
+def phase_writes(store_root: Path, **_: Any) -> dict[str, Any]:
+    """Write and fsync the bytes convsync stored (documents, staging, quarantine, index), as
+    the store writes them (temp file, fsync, rename): the floor the output itself sets. Each
+    file is read first, untimed."""
+    stored = [
+        path
+        for folder in ("conversations", "staging", "quarantine", "state")
+        for path in sorted((store_root / folder).rglob("*"))
+        if path.is_file()
+    ]
+    scratch = Path(tempfile.mkdtemp(prefix="writes-", dir=store_root.parent))
+    seconds, written = 0.0, 0
+    try:
+        for number, path in enumerate(stored):
+            data = path.read_bytes()
+            started = time.perf_counter()
+            temp = scratch / f"{number}.tmp"
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, scratch / f"{number}.out")
+            seconds += time.perf_counter() - started
+            written += len(data)
+            del data
+        started = time.perf_counter()
+        directory = os.open(scratch, os.O_RDONLY)
+        os.fsync(directory)
+        os.close(directory)
+        seconds += time.perf_counter() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"seconds": seconds, "bytes": written}
+
+
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {
     "floor": phase_floor,
     "rowwise": phase_rowwise,
     "convsync": phase_convsync,
+    "writes": phase_writes,
 }
 
 
@@ -436,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = generate(upload, args.rows, days=args.days, seed=args.seed, earlier_path=earlier)
         print(f"generate_s: {time.perf_counter() - started:.2f}", flush=True)
 
-        runs: dict[str, list[dict[str, Any]]] = {"floor": [], "rowwise": [], "convsync": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "floor": [], "rowwise": [], "convsync": [], "writes": []
+        }
         mismatched: list[str] = []
         loads = []
         for _ in range(args.repeat):
@@ -450,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             runs["convsync"].append(
                 run_phase("convsync", args.isolate, store_root=store_root, profile=args.profile)
             )
+            runs["writes"].append(run_phase("writes", args.isolate, store_root=store_root))
             if not args.skip_rowwise:
                 mismatched = compare_documents(out, store_root, runs["convsync"][-1]["dates"])
             for name in runs:
@@ -484,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         lines["convsync_ingest_s"] = round(median("convsync", "ingest_seconds"), 3)
         lines["convsync_merge_s"] = round(median("convsync", "merge_seconds"), 3)
         lines["ratio_vs_floor"] = round(median("convsync") / median("floor"), 2)
+        lines["writes_s"] = round(median("writes"), 3)
+        lines["written_mb"] = _mb(runs["writes"][-1]["bytes"])
+        lines["writes_vs_floor"] = round(median("writes") / median("floor"), 2)
+        lines["ratio_vs_floor_plus_writes"] = round(
+            median("convsync") / (median("floor") + median("writes")), 2
+        )
         if runs["rowwise"]:
             lines["speedup_vs_rowwise"] = round(median("rowwise") / median("convsync"), 1)
             lines["documents_match"] = not mismatched
