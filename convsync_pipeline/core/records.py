@@ -29,6 +29,7 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 from zoneinfo import ZoneInfo
@@ -220,38 +221,49 @@ class _Prefixed(io.RawIOBase):
 def _stream_csv(
     key: str, stream: BinaryIO, gzipped: bool, tz: ZoneInfo, day_first: bool, block_size: int
 ) -> ParsedUpload | None:
-    """A CSV read block by block into messages; None when it needs the whole-bytes path."""
-    parts: list[ParsedUpload] = []
+    """A CSV read block by block into messages; None when it needs the whole-bytes path.
+
+    Each block's rows are shaped on a worker thread (Arrow's kernels release the GIL) while
+    this one takes the next block from the reader; at most two blocks are in flight.
+    """
+    parts: list[Future[ParsedUpload]] = []
     plan: _Plan | None = None
     rows_before = 0
-    try:
-        source = gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream
-        head = source.read(_FILE_RAW_LIMIT)
-        if not head or head.isspace() or head.startswith(_BOMS):
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsync-parse") as pool:
+        try:
+            source = gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream
+            head = source.read(_FILE_RAW_LIMIT)
+            if not head or head.isspace() or head.startswith(_BOMS):
+                return None
+            options = _csv_options(_CSV_WIDTH, block_size)
+            reader = pacsv.open_csv(_Prefixed(head, source), **options)
+            if reader.schema.names[_CSV_WIDTH:]:  # wider than typed: the whole-file path
+                return None
+            for batch in reader:
+                columns = batch.columns
+                if plan is None:
+                    if batch.num_rows == 0:
+                        continue
+                    header = _header_of(columns)
+                    plan = _plan(header)
+                    if _header_problem(plan, header):
+                        return None
+                    columns = [column.slice(1) for column in columns]
+                if len(parts) > 1:
+                    parts[-2].result()  # bound the blocks in flight
+                parts.append(
+                    pool.submit(_csv_rows, key, columns, plan, rows_before, tz, day_first)
+                )
+                rows_before += len(columns[0])
+        except (pa.ArrowException, OSError, EOFError, zlib.error):
             return None
-        reader = pacsv.open_csv(_Prefixed(head, source), **_csv_options(_CSV_WIDTH, block_size))
-        if reader.schema.names[_CSV_WIDTH:]:  # wider than typed: the whole-file path
-            return None
-        for batch in reader:
-            columns = batch.columns
-            if plan is None:
-                if batch.num_rows == 0:
-                    continue
-                header = _header_of(columns)
-                plan = _plan(header)
-                if _header_problem(plan, header):
-                    return None
-                columns = [column.slice(1) for column in columns]
-            parts.append(_csv_rows(key, columns, plan, rows_before, tz, day_first))
-            rows_before += len(columns[0])
-    except (pa.ArrowException, OSError, EOFError, zlib.error):
-        return None
     if plan is None:
         return None
-    quarantined = [record for part in parts for record in part.quarantined]
+    done = [part.result() for part in parts]
+    quarantined = [record for part in done for record in part.quarantined]
     messages = (
-        pd.concat([part.messages for part in parts], ignore_index=True)
-        if len(parts) > 1 else parts[0].messages
+        pd.concat([part.messages for part in done], ignore_index=True)
+        if len(done) > 1 else done[0].messages
     )
     return _finish(key, messages, quarantined, rows_before)
 

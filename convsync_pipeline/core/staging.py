@@ -267,7 +267,14 @@ def _meta_by_combination(struct: pa.StructArray) -> pa.Array | None:
         combination += (codes + 1) * radix
         fields.append((field.name, encoded.dictionary.to_pylist(), radix, size))
         radix *= size
-    distinct, position = np.unique(combination, return_inverse=True)
+    # The combinations present, in order, and each row's index among them (radix is at most
+    # _META_CACHE_LIMIT squared, so a table by code is cheaper than sorting the rows).
+    present = np.zeros(radix, dtype=bool)
+    present[combination] = True
+    distinct = np.flatnonzero(present)
+    index_of = np.zeros(radix, dtype=np.int64)
+    index_of[distinct] = np.arange(len(distinct))
+    position = index_of[combination]
     if len(distinct) > _META_CACHE_LIMIT:
         return None
     texts = []
@@ -437,7 +444,7 @@ class _Filing:
     starts: np.ndarray  # per filed conversation: position of its first message
     lengths: np.ndarray  # per filed conversation: its number of messages
     days: np.ndarray  # per filed conversation: index into day_values
-    day_values: np.ndarray
+    day_values: Sequence[str]  # the dates, sorted
     ids: pa.Array  # per filed conversation: its id
 
     @classmethod
@@ -453,10 +460,11 @@ class _Filing:
         lengths = np.diff(np.concatenate((starts, [len(order)])))
         group_codes = sorted_codes[starts]
         first_seen = np.minimum.reduceat(record_no[order], starts)
-        days = np.asarray(local_dates(pd.Series(ts_ns[order][starts]), tz).tolist(), dtype=object)
         id_rank = np.empty(len(encoded.dictionary), dtype=np.int64)
         id_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(id_rank))
-        day_values, day_of_group = np.unique(days, return_inverse=True)
+        day_of_group, day_values = pd.factorize(
+            local_dates(pd.Series(ts_ns[order][starts]), tz), sort=True
+        )
         filing = np.lexsort((id_rank[group_codes], first_seen, day_of_group))
         filed_lengths = lengths[filing]
         filed_starts = np.concatenate(([0], np.cumsum(filed_lengths)[:-1]))
