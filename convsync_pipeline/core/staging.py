@@ -392,18 +392,21 @@ def _dated_chunks(
     """(date, its (ids, texts) chunks in order) for each date; the fast path or the slow one."""
     if messages.empty:
         return
-    try:
-        columns = {
-            name: _text_column(messages, name)
-            for name in ("conversation_id", "timestamp", "role", "content")
-        }
-        metas = _meta_column(messages["meta"])
-    except (pa.ArrowException, ValueError, TypeError, UnicodeError, JsonFragmentError):
-        for staged in _stage_slowly(messages, source, etag, tz):
-            yield staged.date, iter([(staged.ids, staged.texts)])
-        return
-    filing = _Filing.of(messages, columns["conversation_id"], tz)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convsync-stage") as pool:
+        # The message columns are copied into one piece each on the workers meanwhile.
+        pending = {
+            name: pool.submit(_text_column, messages, name)
+            for name in ("timestamp", "role", "content")
+        }
+        try:
+            conversation_ids = _text_column(messages, "conversation_id")
+            metas = _meta_column(messages["meta"])
+            columns = {name: future.result() for name, future in pending.items()}
+        except (pa.ArrowException, ValueError, TypeError, UnicodeError, JsonFragmentError):
+            for staged in _stage_slowly(messages, source, etag, tz):
+                yield staged.date, iter([(staged.ids, staged.texts)])
+            return
+        filing = _Filing.of(messages, conversation_ids, tz)
         for date, first, end in filing.dates():
             ranges = filing.chunks(first, end, chunk_messages)
             rendered = _ahead(
