@@ -1,8 +1,9 @@
 """Uploads to message records (SPEC section 4): CSV / JSON / JSONL / NDJSON, each maybe gzipped.
 
-`parse_upload` is the only reader of upload bytes. It never raises on what an upload
-contains: every record it cannot use becomes a `QuarantinedRecord` naming the upload, the
-row / line / record number and the reason, so that for every upload
+`parse_upload` (bytes) and `parse_upload_stream` (a stream: a CSV is never held whole) are
+the only readers of upload bytes, and give the same result. They never raise on what an
+upload contains: every record they cannot use becomes a `QuarantinedRecord` naming the
+upload, the row / line / record number and the reason, so that for every upload
 ``records_in == len(messages) + len(quarantined)``. A file that does not parse at all is one
 quarantined record (``position_kind == "file"``).
 
@@ -12,9 +13,9 @@ JSONL lines are not records. Positions are 1-based: CSV data rows (header and bl
 counted), JSONL physical lines, JSON list items. A message inside a conversation object is
 located by its conversation's position plus ``message`` (its 1-based index in the list).
 
-CSV is read by Arrow, all columns as text, in one vectorised pass; only a file Arrow refuses
-(ragged rows, invalid UTF-8, a syntax it does not take) is read again row by row, so the
-quarantined rows keep their true numbers and the rest still goes through.
+CSV is read by Arrow, all columns as text, vectorised a block at a time; only a file Arrow
+refuses (ragged rows, invalid UTF-8, a syntax it does not take) is read again row by row, so
+the quarantined rows keep their true numbers and the rest still goes through.
 """
 
 from __future__ import annotations
