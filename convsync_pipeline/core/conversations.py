@@ -85,7 +85,7 @@ class StagedMerge:
     already_present: list[str] = field(default_factory=list)
     uploads: list[str] = field(default_factory=list)
     # The new conversations as list items, in pieces, for `sealed_json_appending`.
-    appended_json: list[memoryview] = field(default_factory=list)
+    appended_json: list[memoryview | bytes] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:

@@ -139,22 +139,25 @@ _PENDING = {
 }
 
 
-def joined_texts(texts: Sequence[pa.Array | pa.ChunkedArray]) -> list[memoryview]:
+def joined_texts(texts: Sequence[pa.Array | pa.ChunkedArray]) -> list[memoryview | bytes]:
     """The texts, in order, joined by dump_json's list separator: the items to splice into a
-    document's `conversations` list, as consecutive pieces of Arrow's memory (each text is
-    copied once, with its separator, and never again)."""
-    pieces = []
+    document's `conversations` list, as views of Arrow's memory between separators (nothing
+    is copied until the document itself is joined)."""
+    separator = SEPARATOR.encode()
+    pieces: list[memoryview | bytes] = []
     for text in texts:
         for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
-            if len(chunk):
-                prefixed = pc.binary_join_element_wise(_scalar(SEPARATOR), chunk, _scalar(""))
-                _, offsets_buffer, data = prefixed.buffers()
-                offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[prefixed.offset :]
-                lo, hi = int(offsets[0]), int(offsets[len(prefixed)])
-                pieces.append(memoryview(data)[lo:hi])
-    if pieces:
-        pieces[0] = pieces[0][len(SEPARATOR) :]
-    return pieces
+            if not len(chunk):
+                continue
+            _, offsets_buffer, data = chunk.buffers()
+            offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[
+                chunk.offset : chunk.offset + len(chunk) + 1
+            ].tolist()
+            view = memoryview(data if data is not None else b"")
+            for start, end in itertools.pairwise(offsets):
+                pieces += (separator, view[start:end])
+    return pieces[1:]
 
 
 # --------------------------------------------------------------------------- column-wise

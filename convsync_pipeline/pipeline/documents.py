@@ -8,6 +8,7 @@ silent overwrite (seed fixes 5 and 7).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -64,7 +65,11 @@ def save_document(
 
 
 def save_appended(
-    store: Store, loaded: LoadedDocument, appended_json: bytes, appended: int, lease: Lease
+    store: Store,
+    loaded: LoadedDocument,
+    appended_json: Sequence[bytes | memoryview],
+    appended: int,
+    lease: Lease,
 ) -> int:
     """`save_document` of `loaded.document` plus `appended` new pending conversations, given
     as their text (`core.conversations.merge_staged`), without a model per message.

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+import pyarrow as pa
+
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.core.keys import (
@@ -60,13 +62,16 @@ class UploadReport:
 
 
 @contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold CPython's cyclic garbage collector off during bulk work.
+def bulk_work() -> Iterator[None]:
+    """Hold CPython's cyclic garbage collector off during bulk work, and give the memory
+    Arrow's allocator kept back to the system when it ends.
 
-    Parsing, staging and merging a large upload create millions of small objects (dicts from
-    json.loads, pydantic models, per-row meta); each 700 allocations the collector runs, and
-    its older generations walk everything alive, which more than doubled the cost of those
-    steps. Reference counting still frees everything at once; only cycles wait for the end.
+    Parsing, staging and merging a large upload create millions of small objects; each 700
+    allocations the collector runs, and its older generations walk everything alive, which
+    more than doubled the cost of those steps. Reference counting still frees everything at
+    once; only cycles wait for the end. Arrow's allocator (mimalloc, a heap per thread) keeps
+    what it freed for reuse: after a 1M-row ingest that was ~500 MB the next step could not
+    use, so the merge after it started from 790 MB instead of 260 MB.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -75,6 +80,7 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+        pa.default_memory_pool().release_unused()
 
 
 class _UploadReplaced(Exception):
@@ -113,14 +119,14 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
                     raise _UploadReplaced
                 return same.stream.read()
 
-        with gc_paused():
+        with bulk_work():
             try:
                 parsed = parse_upload_stream(
                     info.key, found.stream, read_whole, tz=settings.tz, day_first=settings.day_first
                 )
             except _UploadReplaced:
                 return None  # its new version is a new upload, ingested on its own
-    with gc_paused():
+    with bulk_work():
         conversations_by_date: dict[str, int] = {}
         # Each conversation rendered once, as its date document will hold it (`core.staging`).
         for date, count, body in staged_bodies(parsed.messages, info.key, etag, settings.tz):

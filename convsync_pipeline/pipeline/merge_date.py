@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from convsync_pipeline.core.conversations import merge_staged
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.pipeline.documents import load_document, save_appended
-from convsync_pipeline.pipeline.ingest import gc_paused, merged_marker_key, staged_uploads
+from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
 
@@ -38,7 +38,7 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     merges the same batches again, which the merge turns into "already present".
     """
     with (
-        gc_paused(),
+        bulk_work(),
         store.date_lock(
             date,
             owner,
