@@ -17,9 +17,9 @@ from dagster import (
 from convsync_pipeline.assets.markdown import table
 from convsync_pipeline.assets.ranges import (
     dates_for_this_try,
-    is_range,
     note_finished_earlier,
     remember_for_retry,
+    set_aside_locked,
 )
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
@@ -72,10 +72,7 @@ def build_analysis_asset(settings: Settings):
                     store, run_settings, convsync.make_analyzer, date, context.run_id
                 )
             except DateLockedError as error:
-                if not is_range(context):
-                    raise Failure(str(error), allow_retries=False) from None
-                context.log.warning(f"{date}: {error}")
-                locked.append(error)
+                set_aside_locked(context, error, locked)
                 continue
             except (StoreError, AnalysisSystemError) as error:
                 # The whole system is at fault (store unreachable, bad key): no attempt was

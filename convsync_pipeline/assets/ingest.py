@@ -17,6 +17,7 @@ from convsync_pipeline.assets.ranges import (
     is_range,
     note_finished_earlier,
     remember_for_retry,
+    set_aside_locked,
 )
 from convsync_pipeline.core.keys import staging_prefix
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
@@ -98,12 +99,9 @@ def build_ingest_assets(settings: Settings) -> list:
             try:
                 report = merge_date(store, run_settings, date, context.run_id)
             except DateLockedError as error:
-                if not is_range(context):
-                    if context.retry_number >= LOCK_RETRIES:
-                        raise Failure(str(error), allow_retries=False) from None
-                    raise
-                context.log.warning(f"{date}: {error}")
-                locked.append(error)
+                if not is_range(context) and context.retry_number < LOCK_RETRIES:
+                    raise  # the step's RetryPolicy waits for the holder
+                set_aside_locked(context, error, locked)
                 continue
             context.log.info(
                 f"{date}: {report.added} new conversations, "

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, Failure
+
+from convsync_pipeline.store.base import DateLockedError
 
 EARLIER_TRY = "finished in an earlier try of this run; its numbers are in that try's log"
 
@@ -61,3 +63,15 @@ def note_finished_earlier(context: AssetExecutionContext, dates: Sequence[str]) 
 
 def is_range(context: AssetExecutionContext) -> bool:
     return len(context.partition_keys) > 1
+
+
+def set_aside_locked(
+    context: AssetExecutionContext, error: DateLockedError, locked: list[DateLockedError]
+) -> None:
+    """A date another run holds: a run of that one date fails at once, naming the holder (no
+    step retry: the run's own retries take it again); a range logs it, sets it aside in
+    `locked` and goes on with its other dates."""
+    if not is_range(context):
+        raise Failure(str(error), allow_retries=False) from None
+    context.log.warning(f"{error.date}: {error}")
+    locked.append(error)

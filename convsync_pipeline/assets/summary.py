@@ -11,7 +11,7 @@ from dagster import (
 )
 
 from convsync_pipeline.assets.markdown import table
-from convsync_pipeline.assets.ranges import is_range
+from convsync_pipeline.assets.ranges import set_aside_locked
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.summarise import write_daily_summary
@@ -46,10 +46,7 @@ def build_summary_asset(settings: Settings):
             try:
                 summary = write_daily_summary(store, run_settings, date, context.run_id)
             except DateLockedError as error:
-                if not is_range(context):
-                    raise Failure(str(error), allow_retries=False) from None
-                context.log.warning(f"{date}: {error}")
-                locked.append(error)
+                set_aside_locked(context, error, locked)
                 continue
             current = load_document(store, date).document.version
             versions[date] = (summary.documentVersion, current)
