@@ -508,10 +508,14 @@ class S3Store:
 
     @staticmethod
     def _looks_expired(got: _Got | None, ttl: float) -> bool:
-        """A hint only, from the server's own clock: not renewed for a whole TTL."""
+        """A hint only, from the server's own clock: not renewed for a whole TTL.
+
+        Both times are whole seconds (`Date`, `Last-Modified`), so a lease that looks a TTL
+        old may be up to a second younger: it must look a second older than that.
+        """
         if got is None or got.server_time is None or got.last_modified is None:
             return False
-        return (got.server_time - got.last_modified).total_seconds() >= ttl
+        return (got.server_time - got.last_modified).total_seconds() >= ttl + 1
 
 
 class S3Lease:
