@@ -58,6 +58,9 @@ class BlobMeta(_Model):
     version: int = 0
     updated_at: str | None = Field(default=None, alias="updatedAt")
     lock_generation: int | None = Field(default=None, alias="lockGeneration")
+    # The last entry of the date's log (`journal/D/<n>.json`, SPEC 5a) folded into this
+    # document: readers fold the entries after it. 0: none (every document before the log).
+    journal_entry: int = Field(default=0, alias="journalEntry")
 
 
 class DateDocument(_Model):
@@ -80,11 +83,18 @@ class DateDocument(_Model):
             counts[conversation.processing_status] += 1
         return StatusSummary(total=len(self.conversations), **counts)
 
-    def sealed(self, lock_generation: int | None = None) -> DateDocument:
-        """A copy ready to save: counts recomputed, version + 1, update time and fence set."""
-        return self.model_copy(update=self._seal(self.count_statuses(), lock_generation))
+    def sealed(
+        self, lock_generation: int | None = None, journal_entry: int | None = None
+    ) -> DateDocument:
+        """A copy ready to save: counts recomputed, version + 1, update time and fence set,
+        and the last log entry it folds (unchanged unless given)."""
+        return self.model_copy(
+            update=self._seal(self.count_statuses(), lock_generation, journal_entry)
+        )
 
-    def _seal(self, summary: StatusSummary, lock_generation: int | None) -> dict[str, Any]:
+    def _seal(
+        self, summary: StatusSummary, lock_generation: int | None, journal_entry: int | None
+    ) -> dict[str, Any]:
         return {
             "summary": summary,
             "processed_count": summary.success,
@@ -92,6 +102,9 @@ class DateDocument(_Model):
                 version=self.blob_meta.version + 1,
                 updated_at=utc_now_iso(),
                 lock_generation=lock_generation,
+                journal_entry=(
+                    self.blob_meta.journal_entry if journal_entry is None else journal_entry
+                ),
             ),
         }
 
@@ -103,20 +116,21 @@ class DateDocument(_Model):
         appended_json: Sequence[bytes | memoryview],
         appended: int,
         lock_generation: int | None = None,
+        journal_entry: int | None = None,
     ) -> tuple[bytes, int]:
         """(bytes, version) of this document with `appended` new pending conversations, sealed.
 
         `appended_json` is the text dump_json writes for those conversations as items of the
         `conversations` list, separators between them included, in consecutive pieces
-        (`core.staging.joined_texts`). The result
-        is byte for byte what `sealed(lock_generation).to_json_bytes()` writes for the document
+        (`core.staging.joined_texts`). The result is byte for byte what
+        `sealed(lock_generation, journal_entry).to_json_bytes()` writes for the document
         holding them as models, but a large upload is merged without a model per message.
         """
         counts = self.count_statuses()
         summary = counts.model_copy(
             update={"total": counts.total + appended, "pending": counts.pending + appended}
         )
-        update = self._seal(summary, lock_generation)
+        update = self._seal(summary, lock_generation, journal_entry)
         body = self.model_copy(update=update).model_dump(by_alias=True, exclude_none=False)
         if appended:
             body["conversations"].append(_Verbatim(*appended_json))
@@ -160,6 +174,9 @@ class _Verbatim:
 
     def __init__(self, *pieces: bytes | memoryview) -> None:
         self.pieces = pieces
+
+
+Verbatim = _Verbatim  # for callers splicing list items into their own dump_json output
 
 
 class JsonFragmentError(Exception):

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from convsync_pipeline.core.conversations import merge_staged
+from convsync_pipeline.core.conversations import StagedMerge, merge_staged
 from convsync_pipeline.core.document import dump_json
-from convsync_pipeline.pipeline.documents import load_document, save_appended
+from convsync_pipeline.core.journal import IdState
+from convsync_pipeline.pipeline.documents import (
+    DateWriter,
+    Draft,
+    LoadedDocument,
+    load_document,
+    load_ids,
+)
 from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Store
+from convsync_pipeline.store.base import Lease, Store
 
 
 @dataclass
@@ -33,9 +40,12 @@ def _merged_keys(store: Store, date: str) -> list[str]:
 def merge_date(store: Store, settings: Settings, date: str, owner: str) -> MergeReport:
     """Merge what is staged for `date` and not merged yet; an untouched day gets an empty document.
 
-    The document is saved only when something is new, so re-running changes nothing, not even
-    the version. The merged-marker is written after the document: a crash in between merely
-    merges the same batches again, which the merge turns into "already present".
+    The new conversations become one log entry (SPEC 5a), so a merge costs what the upload
+    holds, not what the date holds: it reads the date's id index instead of its document, and
+    checkpoints only when the unfolded log has grown past `core.journal.checkpoint_due` (the
+    end of the run's analysis and summary checkpoint anyway). Nothing new: nothing written,
+    not even the version. The merged-marker is written after the entry: a crash in between
+    merely merges the same batches again, which the merge turns into "already present".
     """
     with (
         bulk_work(),
@@ -46,30 +56,69 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
             wait_seconds=settings.lock_wait_seconds,
         ) as lease,
     ):
-        loaded = load_document(store, date)
         merged = _merged_keys(store, date)
         fresh = staged_uploads(store, date, skip=frozenset(merged))
-        # The one merge rule; the new conversations come as their text, never decoded.
-        outcome = merge_staged(loaded.document, [staged for _, staged in fresh])
         staged_keys = [key for key, _ in fresh]
+        staged = [batch for _, batch in fresh]
         del fresh
+        view = load_ids(store, date)
+        loaded = None
+        if view is not None:
+            writer = DateWriter.over_ids(store, view, lease, date)
+        else:  # no index yet (a new date, or a store written before the log): read it all
+            loaded = load_document(store, date)
+            writer = DateWriter.over(store, loaded, lease)
+        outcome: list[StagedMerge] = []
+
+        def draft() -> Draft:
+            # The one merge rule, against the ids as of the entry before ours; the new
+            # conversations come as their text, never decoded.
+            outcome[:] = [merge_staged(writer.state.ids, staged)]
+            found = outcome[0]
+            return Draft(appended_json=found.appended_json, appended_ids=found.added)
+
+        number = writer.append(draft)
+        found = outcome[0] if outcome else StagedMerge()
+        state = writer.state
+        total = len(state.known) if isinstance(state, IdState) else len(state.positions)
         report = MergeReport(
             date=date,
-            uploads_merged=outcome.uploads,
-            added=len(outcome.added),
-            already_present=len(outcome.already_present),
-            already_present_ids=outcome.already_present[:50],
-            total=len(loaded.document.conversations),
-            version=loaded.document.version,
+            uploads_merged=found.uploads,
+            added=len(found.added) if number is not None else 0,
+            already_present=len(found.already_present),
+            already_present_ids=found.already_present[:50],
+            total=total,
+            version=writer.document_version,
         )
-        if outcome.changed or loaded.token is None:
-            report.version = save_appended(
-                store, loaded, outcome.appended_json, len(outcome.added), lease
-            )
+        if number is not None:
             report.wrote = True
-            report.total += len(outcome.added)
+            _checkpoint_after_merge(store, writer, loaded, found, lease)
+            report.version = writer.document_version
+        elif loaded is not None and loaded.token is None:  # a day with no uploads
+            report.version = writer.checkpoint()
+            report.wrote = True
         if staged_keys:
             lease.ensure_held()
             keys = sorted({*merged, *staged_keys})
             store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
         return report
+
+
+def _checkpoint_after_merge(
+    store: Store,
+    writer: DateWriter,
+    loaded: LoadedDocument | None,
+    found: StagedMerge,
+    lease: Lease,
+) -> None:
+    """Checkpoint if due, else record the new ids in the index (what the next merge reads)."""
+    if not writer.checkpoint_due():
+        writer.write_index(writer.state.ids, writer.last_entry)
+        return
+    if loaded is not None and loaded.checkpoint == writer.last_entry - 1:
+        # Our entry is the only unfolded one: splice its text into the document as read.
+        writer.checkpoint_appending(found.appended_json, found.added)
+        return
+    full = DateWriter.over(store, load_document(store, writer.date), lease)
+    full.checkpoint()
+    writer.document_version = full.document_version
