@@ -1,22 +1,29 @@
 """Benchmark of the analysis pass (`analyse_date`) against a fake OpenAI server.
 
     .venv/bin/python bench/analysis.py [--conversations 1000] [--latency 0.2]
-        [--concurrency 8] [--rpm 5000] [--baseline-concurrency 1]
-        [--baseline-conversations 100] [--repeat 1] [--profile]
+        [--concurrency 8] [--rpm 5000] [--store local|s3] [--baseline-concurrency 1]
+        [--baseline-conversations 100] [--repeat 1] [--profile] [--code DIR]
 
 What it does: starts the fake OpenAI-compatible server (tests/fixtures/openai_server.py) in a
 separate process, so its threads do not compete with the client for this process's GIL; seeds
-a folder store in a temporary directory with one upload of N conversations and runs the real
-ingest and merge; then runs the real analysis pass (date lock, `processing` saved before
-sending, sliding window, compare-and-swap saves) with the real `openai` analyser. The same is
-done for a baseline (by default one request at a time, over fewer conversations so the bench
-stays short) and both are printed side by side as `key: value` lines:
+a store (`--store local`: a folder in a temporary directory; `--store s3`: a bucket on a real
+`moto_server` started for the run, as the tests start it) with one upload of N conversations
+and runs the real ingest and merge; then runs the real analysis pass (date lock, `processing`
+written before sending, sliding window, log entries and checkpoints) with the real `openai`
+analyser. `--code DIR` imports convsync_pipeline from another checkout (a before/after copy).
+The same is done for a baseline (by default one request at a time, over fewer conversations
+so the bench stays short) and both are printed side by side as `key: value` lines:
 
     conversations, latency_s, concurrency, rpm_limit, seconds, conversations_per_second,
     theoretical_per_second (= min(concurrency / latency, rpm / 60)), efficiency (the ratio),
     sent_total, sent_twice (conversations the server saw more than once: must be 0),
-    document_saves, load_1m_before / load_1m_after (the machine's 1-minute load average:
-    the client, the server and anything else running share its cores), ...
+    writes (objects the pass wrote: log entries, document checkpoints, the id index),
+    document_saves (whole-document writes), log_entries, bytes_written (what the pass handed
+    the store, counted at the Store interface, so the same on both backends),
+    bytes_written_per_conversation, os_write_bytes (the kernel's count for this process,
+    /proc/self/io: the folder store's bytes as the disk sees them), load_1m_before /
+    load_1m_after (the machine's 1-minute load average: the client, the server and anything
+    else running share its cores), ...
 
 With `--repeat N` the main measurement runs N times; its lines are those of the median run
 (by efficiency), and `runs_efficiency` / `runs_load_1m` list every run.
@@ -154,6 +161,58 @@ class ServerProcess:
             self.process.wait()
 
 
+# ----------------------------------------------------------------------------- the stores
+class S3Server:
+    """A real moto_server for `--store s3` (as tests/fixtures/moto.py starts it)."""
+
+    def __init__(self) -> None:
+        from tests.fixtures import moto
+
+        os.environ.update(moto.DUMMY_AWS_ENV)
+        self._moto = moto
+        self._log = Path(tempfile.mkdtemp(prefix="convsync-bench-moto-")) / "moto.log"
+        self.process, self.endpoint = moto._start_moto(self._log)
+
+    def bucket(self) -> str:
+        return self._moto.create_bucket(self.endpoint)
+
+    def close(self) -> None:
+        self._moto._stop(self.process)
+
+
+class WriteCounter:
+    """Counts what a store is asked to write (objects and bytes), on either backend."""
+
+    def __init__(self, store: Any) -> None:
+        self.writes = 0
+        self.bytes = 0
+        self.counting = False
+        for name in ("write", "compare_and_swap"):
+            original = getattr(store, name)
+            setattr(store, name, self._counted(original))
+
+    def _counted(self, original: Any) -> Any:
+        def counted(key: str, data: bytes, *args: Any) -> Any:
+            result = original(key, data, *args)
+            if self.counting:
+                self.writes += 1
+                self.bytes += len(data)
+            return result
+
+        return counted
+
+
+def os_write_bytes() -> int:
+    try:
+        with open("/proc/self/io") as handle:
+            for line in handle:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 # ----------------------------------------------------------------------------- one measurement
 @dataclass
 class Result:
@@ -167,6 +226,11 @@ class Result:
     sent_twice: int
     never_sent: int
     document_saves: int
+    log_entries: int
+    writes: int
+    bytes_written: int
+    os_write_bytes: int
+    store: str
     succeeded: int
     failed_attempts: int
     server_rate_limited: int
@@ -205,7 +269,13 @@ class Result:
             "never_sent": str(self.never_sent),
             "succeeded": str(self.succeeded),
             "failed_attempts": str(self.failed_attempts),
+            "store": self.store,
+            "writes": str(self.writes),
             "document_saves": str(self.document_saves),
+            "log_entries": str(self.log_entries),
+            "bytes_written": str(self.bytes_written),
+            "bytes_written_per_conversation": f"{self.bytes_written / self.conversations:.0f}",
+            "os_write_bytes": str(self.os_write_bytes),
             "document_bytes": str(self.document_bytes),
             "cpu_seconds": f"{self.cpu_seconds:.2f}",
             "cpu_ms_per_conversation": f"{1000 * self.cpu_seconds / self.conversations:.2f}",
@@ -216,11 +286,10 @@ class Result:
         }
 
 
-def seed(store_root: Path, settings: Any, conversations: int) -> None:
+def seed(store: Any, settings: Any, conversations: int) -> None:
     """One CSV upload of `conversations` four-message conversations, ingested and merged."""
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
-    from convsync_pipeline.store.local import LocalStore
 
     rows = ["conversation_id,timestamp,role,content"]
     for n in range(conversations):
@@ -228,7 +297,6 @@ def seed(store_root: Path, settings: Any, conversations: int) -> None:
         for index, (role, text) in enumerate(TEXTS):
             stamp = f"{DATE}T{minute // 60:02d}:{minute % 60:02d}:{index * 10:02d}Z"
             rows.append(f'bench-{n:06d},{stamp},{role},"{text.format(n=n)}"')
-    store = LocalStore(store_root)
     store.write(f"incoming/{DATE}/bench.csv", ("\n".join(rows) + "\n").encode())
     reports = list(ingest_new_uploads(store, settings))
     assert reports and reports[0].accepted == conversations * len(TEXTS), reports
@@ -245,6 +313,7 @@ def measure(
     rpm: int | None,
     timeout: float,
     profile: bool,
+    s3: S3Server | None = None,
 ) -> Result:
     from convsync_pipeline.core.keys import document_key
     from convsync_pipeline.pipeline.analyse import analyse_date
@@ -255,8 +324,9 @@ def measure(
     server.reset()
     with tempfile.TemporaryDirectory(prefix="convsync-bench-") as tmp:
         root = Path(tmp) / "store"
+        location = str(root) if s3 is None else f"s3://{s3.bucket()}/bench"
         env = {
-            "CONVSYNC_STORE": str(root),
+            "CONVSYNC_STORE": location,
             "CONVSYNC_START_DATE": "2026-01-01",
             "CONVSYNC_ANALYZER": "openai",
             "OPENAI_API_KEY": FAKE_KEY,
@@ -266,9 +336,18 @@ def measure(
         }
         if rpm is not None:
             env["CONVSYNC_REQUESTS_PER_MINUTE"] = str(rpm)
+        if s3 is not None:
+            from convsync_pipeline.store.s3 import S3Store
+
+            env["CONVSYNC_S3_ENDPOINT_URL"] = s3.endpoint
+            store: Any = S3Store.from_url(location, s3.endpoint)
+        else:
+            store = LocalStore(root)
         settings = load_settings(env)
-        seed(root, settings, conversations)
-        store = LocalStore(root)
+        seed(store, settings, conversations)
+        counter = WriteCounter(store)
+        counter.counting = True
+        os_bytes_before = os_write_bytes()
 
         profiler = cProfile.Profile() if profile else None
         load_before = os.getloadavg()[0]
@@ -281,6 +360,8 @@ def measure(
             profiler.disable()
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
+        counter.counting = False
+        os_bytes = os_write_bytes() - os_bytes_before
         load_after = os.getloadavg()[0]
         document = store.read(document_key(DATE)) or b""
 
@@ -288,7 +369,7 @@ def measure(
     counts: dict[str, int] = stats["counts"]
     if profiler is not None:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(60)
         print(out.getvalue(), file=sys.stderr)
     return Result(
         conversations=conversations,
@@ -301,6 +382,11 @@ def measure(
         sent_twice=sum(1 for count in counts.values() if count > 1),
         never_sent=conversations - len(counts),
         document_saves=report.saves,
+        log_entries=getattr(report, "entries", 0),
+        writes=counter.writes,
+        bytes_written=counter.bytes,
+        os_write_bytes=os_bytes,
+        store="local" if s3 is None else "s3",
         succeeded=report.succeeded,
         failed_attempts=report.failed_attempts,
         server_rate_limited=int(stats["rate_limited"]),
@@ -331,10 +417,22 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="main measurements; the median one is printed"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the main run (stderr)")
+    parser.add_argument("--store", choices=("local", "s3"), default="local")
+    parser.add_argument(
+        "--writes",
+        choices=("auto", "loop", "thread"),
+        default="auto",
+        help="where the pass writes: as it chooses, or forced onto the loop / a worker thread",
+    )
+    parser.add_argument(
+        "--code", type=Path, help="import convsync_pipeline from this checkout (before/after)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rpm = args.rpm or None
 
+    if args.code is not None:
+        sys.path.insert(0, str(args.code.resolve()))
     if args.serve:
         serve(args.latency, rpm)
         return 0
@@ -348,11 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     import convsync_pipeline.pipeline.merge_date
     import convsync_pipeline.resources.convsync
 
+    if args.writes != "auto":
+        from convsync_pipeline.pipeline import analyse
+
+        analyse.THREAD_SAVE_AFTER_SECONDS = -1.0 if args.writes == "thread" else float("inf")
     import_started = time.perf_counter()
     import convsync_pipeline.analyzers.openai  # noqa: F401  (the SDK: once per process)
 
     sdk_import_seconds = time.perf_counter() - import_started
     server = ServerProcess(args.latency, rpm)
+    s3 = S3Server() if args.store == "s3" else None
     try:
         runs = {}
         repeats = [
@@ -364,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 rpm=rpm,
                 timeout=args.timeout,
                 profile=args.profile,
+                s3=s3,
             )
             for _ in range(max(1, args.repeat))
         ]
@@ -377,9 +481,12 @@ def main(argv: list[str] | None = None) -> int:
                 rpm=rpm,
                 timeout=args.timeout,
                 profile=False,
+                s3=s3,
             )
     finally:
         server.close()
+        if s3 is not None:
+            s3.close()
 
     chosen = runs["run"]
     for key, value in chosen.lines().items():
