@@ -145,6 +145,56 @@ class DateDocument(_Model):
         return cls.model_validate_json(data)
 
 
+_EMPTY_CONVERSATIONS = b'"conversations": []'
+
+
+class DocumentEncoder:
+    """`DateDocument.to_json_bytes()`, re-encoding only conversations not encoded before.
+
+    A long pass checkpoints the same date several times; most conversations are the very
+    objects encoded at the previous checkpoint (the status machine replaces a conversation,
+    never mutates it), so their text is reused. The bytes are exactly `to_json_bytes()`: each
+    conversation is encoded by `dump_json` on its own and re-indented to its depth (JSON
+    strings escape newlines, so every newline in a fragment is layout). One encoder per
+    writer; not thread-safe (a writer runs one checkpoint at a time).
+    """
+
+    def __init__(self) -> None:
+        # (conversation, its encoding) by position, as last encoded. Conversations are
+        # replaced in place and appended, never reordered, so a position whose object is the
+        # very one encoded before is reused without a dictionary lookup.
+        self._encoded: list[tuple[Conversation, bytes]] = []
+
+    def encode(self, document: DateDocument) -> bytes:
+        shell = dump_json(
+            document.model_copy(update={"conversations": []}).model_dump(
+                by_alias=True, exclude_none=False
+            )
+        )
+        conversations = document.conversations
+        if not conversations:
+            return shell
+        head, found, tail = shell.partition(_EMPTY_CONVERSATIONS)
+        if not found or _EMPTY_CONVERSATIONS in tail:  # an encoding this splice does not know
+            return document.to_json_bytes()
+        previous = self._encoded
+        known = len(previous)
+        current: list[tuple[Conversation, bytes]] = []
+        for index, conversation in enumerate(conversations):
+            hit = previous[index] if index < known else None
+            if hit is None or hit[0] is not conversation:
+                encoded = dump_json(conversation.model_dump(by_alias=True, exclude_none=False))
+                hit = (conversation, encoded.replace(b"\n", b"\n  "))  # depth 2
+            current.append(hit)
+        self._encoded = current
+        # One join, one copy of the whole document: the list's opening and closing (with the
+        # rest of the shell) ride on the first and last fragment.
+        pieces = [hit[1] for hit in current]
+        pieces[0] = head + b'"conversations": [\n  ' + pieces[0]
+        pieces[-1] = pieces[-1] + b"\n ]" + tail
+        return b",\n  ".join(pieces)
+
+
 def dump_json(value: Any) -> bytes:
     """The one JSON encoding of every document the pipeline writes (UTF-8, stable key order).
 

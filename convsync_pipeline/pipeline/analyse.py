@@ -48,7 +48,7 @@ from convsync_pipeline.pipeline.documents import (
     load_document,
 )
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Lease, Store
+from convsync_pipeline.store.base import Lease, LeaseLostError, Store
 
 log = logging.getLogger("convsync")
 
@@ -250,8 +250,14 @@ async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], A
     try:
         if queue:
             await _analyse_queue(run, settings, make_analyzer, queue)
-    finally:
+    except LeaseLostError:
+        raise  # the date is someone else's now: nothing more may be written
+    except BaseException:
+        await run.finish()  # what finished, and what a system failure released, is kept
+        raise
+    else:
         await run.finish()
+    finally:
         run.report.still_due = (
             sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
             - run.report.deferred

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from convsync_pipeline.core.dates import utc_now_iso
-from convsync_pipeline.core.document import DateDocument, Verbatim, dump_json
+from convsync_pipeline.core.document import DateDocument, DocumentEncoder, Verbatim, dump_json
 from convsync_pipeline.core.journal import (
     Change,
     CorruptEntryError,
@@ -319,6 +319,7 @@ class DateWriter:
         self._earlier_bytes, self._earlier_entries = earlier_unfolded
         self.wrote_entry = False
         self.counts = WriteCounts()
+        self._encoder = DocumentEncoder()
 
     @classmethod
     def over(cls, store: Store, loaded: LoadedDocument, lease: Lease) -> DateWriter:
@@ -463,7 +464,7 @@ class DateWriter:
         document = self.stored.model_copy(update={"conversations": conversations})
         self.lease.ensure_held()
         sealed = document.sealed(lock_generation=self.lease.generation, journal_entry=last_entry)
-        data = sealed.to_json_bytes()
+        data = self._encoder.encode(sealed)
         self._swap_document(data, sealed.version, last_entry, conversations)
         return sealed.version
 

@@ -288,3 +288,56 @@ def test_folding_entries_with_random_checkpoints_equals_one_document(
     expected = DateDocument(date=D, conversations=list(direct.values())).count_statuses()
     assert folded.summary == expected
     assert json.loads(folded.to_json_bytes())["processedCount"] == folded.summary.success
+
+
+# ------------------------------------------------------------------------------ checkpoint bytes
+def test_the_checkpoint_encoder_writes_exactly_the_bytes_of_the_document_model():
+    """Checkpoints re-encode only changed conversations; the bytes must not differ from
+    `DateDocument.to_json_bytes()`, whatever the content (newlines, unicode, meta, extras)."""
+    from convsync_pipeline.core.document import DocumentEncoder
+
+    def rich(n: int) -> Conversation:
+        text = f'line one\nline "two" \u2028 é ✓ <b> {n}\t\\'
+        return Conversation(
+            id=f"c-{n}",
+            startedAt=STAMP,
+            endedAt=STAMP,
+            messages=[
+                Message(role="user", content=text, timestamp=STAMP),
+                Message(
+                    role="agent",
+                    content="",
+                    timestamp=STAMP,
+                    meta={"priority": "high", "nested": {"a": [1, 2.5, None, {}], "b": []}},
+                ),
+            ],
+            source="incoming/x.csv",
+            processingStatus="pending",
+            channel={"kept": True},  # an unknown field is kept (extra="allow")
+        )
+
+    encoder = DocumentEncoder()
+    empty = DateDocument.empty(D).sealed()
+    assert encoder.encode(empty) == empty.to_json_bytes()
+    document = DateDocument(date=D, conversations=[rich(n) for n in range(4)]).sealed()
+    assert encoder.encode(document) == document.to_json_bytes()
+    for step in range(3):  # change some, append one, as passes and merges do
+        changed = list(document.conversations)
+        changed[step] = status.begin_attempt(changed[step])
+        attempted = status.begin_attempt(changed[step + 1])
+        changed[step + 1] = status.record_failure(attempted, "boom\nagain", 3)
+        changed.append(rich(10 + step))
+        document = document.model_copy(update={"conversations": changed}).sealed(step, step)
+        assert encoder.encode(document) == document.to_json_bytes()
+        assert DateDocument.from_json_bytes(encoder.encode(document)).conversations == changed
+
+
+def test_an_unknown_encoding_falls_back_to_the_model_encoding(monkeypatch):
+    """If the splice point ever changes shape, the encoder writes the plain encoding, never a
+    document without its conversations."""
+    from convsync_pipeline.core import document as module
+
+    compact = json.JSONEncoder(separators=(",", ":")).encode
+    monkeypatch.setattr(module, "dump_json", lambda value: compact(value).encode())
+    document = DateDocument(date=D, conversations=[conversation("c-1")]).sealed()
+    assert module.DocumentEncoder().encode(document) == document.to_json_bytes()
