@@ -161,6 +161,16 @@ class ServerProcess:
             self.process.wait()
 
 
+def wait_quiet(threshold: float | None, timeout: float = 900) -> float:
+    """Wait (up to `timeout`) until the 1-minute load is under `threshold`; the load then."""
+    deadline = time.monotonic() + timeout
+    while threshold is not None and os.getloadavg()[0] >= threshold:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    return round(os.getloadavg()[0], 2)
+
+
 # ----------------------------------------------------------------------------- the stores
 class S3Server:
     """A real moto_server for `--store s3` (as tests/fixtures/moto.py starts it)."""
@@ -314,6 +324,7 @@ def measure(
     timeout: float,
     profile: bool,
     s3: S3Server | None = None,
+    quiet_load: float | None = None,
 ) -> Result:
     from convsync_pipeline.core.keys import document_key
     from convsync_pipeline.pipeline.analyse import analyse_date
@@ -350,6 +361,7 @@ def measure(
         os_bytes_before = os_write_bytes()
 
         profiler = cProfile.Profile() if profile else None
+        wait_quiet(quiet_load)
         load_before = os.getloadavg()[0]
         cpu_started = time.process_time()
         started = time.perf_counter()
@@ -369,7 +381,8 @@ def measure(
     counts: dict[str, int] = stats["counts"]
     if profiler is not None:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(60)
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # or tottime
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(60)
         print(out.getvalue(), file=sys.stderr)
     return Result(
         conversations=conversations,
@@ -418,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the main run (stderr)")
     parser.add_argument("--store", choices=("local", "s3"), default="local")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        help="before each measurement, wait (up to 15 min) for a 1-minute load under this",
+    )
     parser.add_argument(
         "--writes",
         choices=("auto", "loop", "thread"),
@@ -468,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=args.timeout,
                 profile=args.profile,
                 s3=s3,
+                quiet_load=args.quiet_load,
             )
             for _ in range(max(1, args.repeat))
         ]

@@ -79,6 +79,16 @@ class Counter:
         return counted
 
 
+def wait_quiet(threshold: float | None, timeout: float = 900) -> float:
+    """Wait (up to `timeout`) until the 1-minute load is under `threshold`; the load then."""
+    deadline = time.monotonic() + timeout
+    while threshold is not None and os.getloadavg()[0] >= threshold:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    return round(os.getloadavg()[0], 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=200)
@@ -86,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=("local", "s3"), default="local")
     parser.add_argument("--window", type=int, default=20, help="merges in first/last means")
     parser.add_argument("--code", type=Path, help="import convsync_pipeline from this checkout")
+    parser.add_argument(
+        "--quiet-load", type=float, help="first wait (up to 15 min) for a 1-minute load under this"
+    )
     args = parser.parse_args(argv)
     if args.code is not None:
         sys.path.insert(0, str(args.code.resolve()))
@@ -114,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             counter = Counter(store)
             times: list[float] = []
             written: list[int] = []
-            load_before = os.getloadavg()[0]
+            load_before = wait_quiet(args.quiet_load)
             for number in range(args.uploads):
                 data = upload_csv(number * args.conversations, args.conversations)
                 store.write(f"incoming/{DATE}/upload-{number:04d}.csv", data)
