@@ -170,13 +170,17 @@ def load_document(store: Store, date: str) -> LoadedDocument:
             ) from None
 
 
-def _load(store: Store, date: str) -> LoadedDocument:
+def read_checkpoint(store: Store, date: str) -> tuple[DateDocument, str | None, int]:
+    """The stored document alone (no log): (document, token, size); empty if none."""
     key = document_key(date)
     found = store.read_versioned(key)
     if found is None:
-        stored, token, size = DateDocument.empty(date), None, 0
-    else:
-        stored, token, size = _parse_document(key, date, found.data), found.token, len(found.data)
+        return DateDocument.empty(date), None, 0
+    return _parse_document(key, date, found.data), found.token, len(found.data)
+
+
+def _load(store: Store, date: str) -> LoadedDocument:
+    stored, token, size = read_checkpoint(store, date)
     state = DateState.of(stored)
     entries = _entries_after(store, date, stored.blob_meta.journal_entry)
     for entry, _ in entries:
@@ -470,12 +474,15 @@ class DateWriter:
 
     def checkpoint_appending(
         self, appended_json: Sequence[bytes | memoryview], appended_ids: Sequence[str]
-    ) -> int:
+    ) -> int | None:
         """The checkpoint of a merge whose own entry is the only unfolded one: the stored
-        document with the new conversations spliced in as text (no model per message)."""
-        assert self.stored is not None
+        document with the new conversations spliced in as text (no model per message).
+        None, writing nothing, when other entries are unfolded too."""
+        if self.stored is None:  # a merge over the id index: read the checkpoint now
+            self.stored, self.token, self.document_bytes = read_checkpoint(self.store, self.date)
+            self.checkpointed = self.stored.blob_meta.journal_entry
         if self.checkpointed != self.last_entry - (1 if appended_ids else 0):
-            raise TypeError("checkpoint_appending needs the merge's entry to be the only one")
+            return None
         self.lease.ensure_held()
         data, version = self.stored.sealed_json_appending(
             appended_json,

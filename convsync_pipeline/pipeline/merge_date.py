@@ -11,7 +11,6 @@ from convsync_pipeline.core.journal import IdState
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
-    LoadedDocument,
     load_document,
     load_ids,
 )
@@ -92,7 +91,7 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
         )
         if number is not None:
             report.wrote = True
-            _checkpoint_after_merge(store, writer, loaded, found, lease)
+            _checkpoint_after_merge(store, writer, found, lease)
             report.version = writer.document_version
         elif loaded is not None and loaded.token is None:  # a day with no uploads
             report.version = writer.checkpoint()
@@ -105,19 +104,15 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
 
 
 def _checkpoint_after_merge(
-    store: Store,
-    writer: DateWriter,
-    loaded: LoadedDocument | None,
-    found: StagedMerge,
-    lease: Lease,
+    store: Store, writer: DateWriter, found: StagedMerge, lease: Lease
 ) -> None:
     """Checkpoint if due, else record the new ids in the index (what the next merge reads)."""
     if not writer.checkpoint_due():
         writer.write_index(writer.state.ids, writer.last_entry)
         return
-    if loaded is not None and loaded.checkpoint == writer.last_entry - 1:
-        # Our entry is the only unfolded one: splice its text into the document as read.
-        writer.checkpoint_appending(found.appended_json, found.added)
+    # Our entry the only unfolded one (a new date, or a large upload): splice its text into
+    # the document as stored, no model per message. Otherwise fold everything.
+    if writer.checkpoint_appending(found.appended_json, found.added) is not None:
         return
     full = DateWriter.over(store, load_document(store, writer.date), lease)
     full.checkpoint()
