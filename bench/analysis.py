@@ -70,6 +70,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/analysis.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench.common import S3Server, WriteCounter, os_write_bytes, wait_quiet  # noqa: E402
+
 DATE = "2026-02-11"
 FAKE_KEY = "sk-bench-not-a-real-key-000000"  # the server is fake; never send a real key to it
 
@@ -159,68 +161,6 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def wait_quiet(threshold: float | None, timeout: float = 900) -> float:
-    """Wait (up to `timeout`) until the 1-minute load is under `threshold`; the load then."""
-    deadline = time.monotonic() + timeout
-    while threshold is not None and os.getloadavg()[0] >= threshold:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(5)
-    return round(os.getloadavg()[0], 2)
-
-
-# ----------------------------------------------------------------------------- the stores
-class S3Server:
-    """A real moto_server for `--store s3` (as tests/fixtures/moto.py starts it)."""
-
-    def __init__(self) -> None:
-        from tests.fixtures import moto
-
-        os.environ.update(moto.DUMMY_AWS_ENV)
-        self._moto = moto
-        self._log = Path(tempfile.mkdtemp(prefix="convsync-bench-moto-")) / "moto.log"
-        self.process, self.endpoint = moto._start_moto(self._log)
-
-    def bucket(self) -> str:
-        return self._moto.create_bucket(self.endpoint)
-
-    def close(self) -> None:
-        self._moto._stop(self.process)
-
-
-class WriteCounter:
-    """Counts what a store is asked to write (objects and bytes), on either backend."""
-
-    def __init__(self, store: Any) -> None:
-        self.writes = 0
-        self.bytes = 0
-        self.counting = False
-        for name in ("write", "compare_and_swap"):
-            original = getattr(store, name)
-            setattr(store, name, self._counted(original))
-
-    def _counted(self, original: Any) -> Any:
-        def counted(key: str, data: bytes, *args: Any) -> Any:
-            result = original(key, data, *args)
-            if self.counting:
-                self.writes += 1
-                self.bytes += len(data)
-            return result
-
-        return counted
-
-
-def os_write_bytes() -> int:
-    try:
-        with open("/proc/self/io") as handle:
-            for line in handle:
-                if line.startswith("write_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 # ----------------------------------------------------------------------------- one measurement

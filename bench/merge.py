@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/merge.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench.common import S3Server, WriteCounter, wait_quiet  # noqa: E402
+
 DATE = "2026-02-11"
 TEXTS = (
     ("user", "Hi, I was charged twice for my subscription this month, order {n}."),
@@ -54,39 +56,6 @@ def upload_csv(first: int, count: int) -> bytes:
             stamp = f"{DATE}T{minute // 60:02d}:{minute % 60:02d}:{index * 10:02d}Z"
             rows.append(f'merge-{n:07d},{stamp},{role},"{text.format(n=n)}"')
     return ("\n".join(rows) + "\n").encode()
-
-
-class Counter:
-    """Objects and bytes handed to the store, split by key prefix."""
-
-    def __init__(self, store: Any) -> None:
-        self.writes = 0
-        self.bytes = 0
-        self.document_saves = 0
-        self.counting = False
-        for name in ("write", "compare_and_swap"):
-            setattr(store, name, self._counted(getattr(store, name)))
-
-    def _counted(self, original: Any) -> Any:
-        def counted(key: str, data: bytes, *args: Any) -> Any:
-            result = original(key, data, *args)
-            if self.counting:
-                self.writes += 1
-                self.bytes += len(data)
-                self.document_saves += key.startswith("conversations/")
-            return result
-
-        return counted
-
-
-def wait_quiet(threshold: float | None, timeout: float = 900) -> float:
-    """Wait (up to `timeout`) until the 1-minute load is under `threshold`; the load then."""
-    deadline = time.monotonic() + timeout
-    while threshold is not None and os.getloadavg()[0] >= threshold:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(5)
-    return round(os.getloadavg()[0], 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,23 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     from convsync_pipeline.settings import load_settings
     from convsync_pipeline.store.local import LocalStore
 
-    moto = process = None
+    s3 = S3Server() if args.store == "s3" else None
     with tempfile.TemporaryDirectory(prefix="convsync-bench-merge-") as tmp:
         env = {"CONVSYNC_STORE": str(Path(tmp) / "store"), "CONVSYNC_START_DATE": "2026-01-01"}
-        if args.store == "s3":
+        if s3 is not None:
             from convsync_pipeline.store.s3 import S3Store
-            from tests.fixtures import moto
 
-            os.environ.update(moto.DUMMY_AWS_ENV)
-            process, endpoint = moto._start_moto(Path(tmp) / "moto.log")
-            env["CONVSYNC_STORE"] = f"s3://{moto.create_bucket(endpoint)}/bench"
-            env["CONVSYNC_S3_ENDPOINT_URL"] = endpoint
-            store: Any = S3Store.from_url(env["CONVSYNC_STORE"], endpoint)
+            env["CONVSYNC_STORE"] = f"s3://{s3.bucket()}/bench"
+            env["CONVSYNC_S3_ENDPOINT_URL"] = s3.endpoint
+            store: Any = S3Store.from_url(env["CONVSYNC_STORE"], s3.endpoint)
         else:
             store = LocalStore(env["CONVSYNC_STORE"])
         try:
             settings = load_settings(env)
-            counter = Counter(store)
+            counter = WriteCounter(store)
             times: list[float] = []
             written: list[int] = []
             load_before = wait_quiet(args.quiet_load)
@@ -143,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             load_after = os.getloadavg()[0]
             total = report.total
         finally:
-            if moto is not None and process is not None:
-                moto._stop(process)
+            if s3 is not None:
+                s3.close()
 
     window = min(args.window, len(times))
     first, last = statistics.mean(times[:window]), statistics.mean(times[-window:])

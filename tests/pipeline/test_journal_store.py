@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convsync_pipeline.core import status
-from convsync_pipeline.core.document import Conversation, DateDocument, Message, dump_json
+from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
 from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.keys import document_key, entry_key, id_index_key
 from convsync_pipeline.pipeline.documents import (
@@ -24,7 +24,7 @@ from convsync_pipeline.pipeline.documents import (
 )
 from convsync_pipeline.store.base import ConflictError, LeaseLostError, Store
 from convsync_pipeline.store.local import LocalStore
-from tests.core.test_journal import OPS, step
+from tests.core.test_journal import OPS, conversation, step
 
 D = "2026-02-11"
 STAMP = "2026-02-11T10:00:00.000Z"
@@ -40,17 +40,6 @@ class Lease:
     def ensure_held(self) -> None:
         if self.lost:
             raise LeaseLostError("lost")
-
-
-def conversation(cid: str) -> Conversation:
-    return Conversation(
-        id=cid,
-        startedAt=STAMP,
-        endedAt=STAMP,
-        messages=[Message(role="user", content=f"hi {cid}", timestamp=STAMP)],
-        source="incoming/a.csv",
-        processingStatus="pending",
-    )
 
 
 def seed(store: Store, *ids: str, date: str = D) -> None:

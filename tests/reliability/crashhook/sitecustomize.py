@@ -72,44 +72,34 @@ def _install(spec: str) -> None:
     wrap_cas(local.LocalStore)
     wrap_cas(s3.S3Store)
 
-    original_replace = local.LocalStore._replace_or_raise
+    def crash_inside(original, finish):  # type: ignore[no-untyped-def]
+        """A folder-store write that, when armed, leaves the temp file (half of it if torn),
+        `finish`es it into place if `replaced`, and dies before the directory fsync."""
 
-    def replace_or_raise(self, path, data):  # type: ignore[no-untyped-def]
-        key = saves["armed"]
-        if key is None:
-            return original_replace(self, path, data)
-        saves["armed"] = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f"{local._TEMP_MARK}{path.name}.crash{os.getpid()}")
-        with temp.open("wb") as handle:
-            handle.write(data if mode == "replaced" else data[: len(data) // 2])
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode == "replaced":
-            os.replace(temp, path)
-        _die(mode, target, key)
+        def write(self, path, data):  # type: ignore[no-untyped-def]
+            key = saves["armed"]
+            if key is None:
+                return original(self, path, data)
+            saves["armed"] = None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f"{local._TEMP_MARK}{path.name}.crash{os.getpid()}")
+            with temp.open("wb") as handle:
+                handle.write(data if mode == "replaced" else data[: len(data) // 2])
+                handle.flush()
+                os.fsync(handle.fileno())
+            if mode == "replaced":
+                finish(temp, path)
+            _die(mode, target, key)
 
-    local.LocalStore._replace_or_raise = replace_or_raise
+        return write
 
-    original_create = local.LocalStore._create_or_raise
+    def link(temp, path):  # type: ignore[no-untyped-def]
+        os.link(temp, path)
+        os.unlink(temp)
 
-    def create_or_raise(self, path, data):  # type: ignore[no-untyped-def]
-        key = saves["armed"]
-        if key is None:
-            return original_create(self, path, data)
-        saves["armed"] = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f"{local._TEMP_MARK}{path.name}.crash{os.getpid()}")
-        with temp.open("wb") as handle:
-            handle.write(data if mode == "replaced" else data[: len(data) // 2])
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode == "replaced":
-            os.link(temp, path)
-            os.unlink(temp)
-        _die(mode, target, key)
-
-    local.LocalStore._create_or_raise = create_or_raise
+    store = local.LocalStore
+    store._replace_or_raise = crash_inside(store._replace_or_raise, os.replace)  # documents
+    store._create_or_raise = crash_inside(store._create_or_raise, link)  # log entries
 
 
 if _SPEC:
