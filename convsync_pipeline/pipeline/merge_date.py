@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 from convsync_pipeline.core.conversations import StagedMerge, merge_staged
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.core.journal import IdState
+from convsync_pipeline.core.keys import entry_key
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
@@ -17,6 +19,8 @@ from convsync_pipeline.pipeline.documents import (
 from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Lease, Store
+
+log = logging.getLogger("convsync")
 
 
 @dataclass
@@ -90,6 +94,9 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
             version=writer.document_version,
         )
         if number is not None:
+            log.info(
+                "[Journal] wrote %s: %d new conversations", entry_key(date, number), report.added
+            )
             report.wrote = True
             _checkpoint_after_merge(store, writer, found, lease)
             report.version = writer.document_version
