@@ -21,7 +21,8 @@ so the bench stays short) and both are printed side by side as `key: value` line
     document_saves (whole-document writes), log_entries, bytes_written (what the pass handed
     the store, counted at the Store interface, so the same on both backends),
     bytes_written_per_conversation, os_write_bytes (the kernel's count for this process,
-    /proc/self/io: the folder store's bytes as the disk sees them), load_1m_before /
+    /proc/self/io: the folder store's bytes as the disk sees them), cpu_ms_per_conversation
+    (this process) and server_cpu_seconds (the fake server's process), load_1m_before /
     load_1m_after (the machine's 1-minute load average: the client, the server and anything
     else running share its cores), ...
 
@@ -121,9 +122,7 @@ class ServerProcess:
 
     def __init__(self, latency: float, rpm: int | None) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
-        command += ["--latency", str(latency)]
-        if rpm is not None:
-            command += ["--rpm", str(rpm)]
+        command += ["--latency", str(latency), "--rpm", str(rpm or 0)]  # 0: no limit
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -133,6 +132,14 @@ class ServerProcess:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         self.base_url = self._line()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system), from /proc."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _line(self) -> str:
         assert self.process.stdout is not None
@@ -172,6 +179,7 @@ class Result:
     rpm_limit: int | None
     seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float
     sent_total: int
     sent_twice: int
     never_sent: int
@@ -229,6 +237,7 @@ class Result:
             "document_bytes": str(self.document_bytes),
             "cpu_seconds": f"{self.cpu_seconds:.2f}",
             "cpu_ms_per_conversation": f"{1000 * self.cpu_seconds / self.conversations:.2f}",
+            "server_cpu_seconds": f"{self.server_cpu_seconds:.2f}",
             "server_rate_limited": str(self.server_rate_limited),
             "server_max_in_flight": str(self.server_max_in_flight),
             "load_1m_before": f"{self.load_1m_before:.2f}",
@@ -303,6 +312,7 @@ def measure(
         profiler = cProfile.Profile() if profile else None
         wait_quiet(quiet_load)
         load_before = os.getloadavg()[0]
+        server_cpu_started = server.cpu_seconds()
         cpu_started = time.process_time()
         started = time.perf_counter()
         if profiler is not None:
@@ -312,6 +322,7 @@ def measure(
             profiler.disable()
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
+        server_cpu = server.cpu_seconds() - server_cpu_started
         counter.counting = False
         os_bytes = os_write_bytes() - os_bytes_before
         load_after = os.getloadavg()[0]
@@ -331,6 +342,7 @@ def measure(
         rpm_limit=rpm,
         seconds=seconds,
         cpu_seconds=cpu_seconds,
+        server_cpu_seconds=server_cpu,
         sent_total=int(stats["total"]),
         sent_twice=sum(1 for count in counts.values() if count > 1),
         never_sent=conversations - len(counts),
