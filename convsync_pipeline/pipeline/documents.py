@@ -437,17 +437,20 @@ class DateWriter:
         self._add_unfolded(number, len(data))
 
     def _fold_own(self, entry: Entry, draft: Draft) -> None:
-        if draft.appended_ids and isinstance(self.state, DateState):
-            # Appended as text (a merge, never decoded): from here on this writer knows the
-            # date's ids, not its conversations (`checkpoint_appending` still works).
-            self.state = IdState(self.state.ids, self.state.last_entry)
-        if isinstance(self.state, IdState):
-            self.state.known.update(draft.appended_ids)
+        if draft.appended_ids or isinstance(self.state, IdState):
+            self._note_appended(draft.appended_ids)
             self.state.last_entry = entry.number
             return
         skipped = self.state.fold(entry)
         if skipped:  # the draft was built from this very state: a bug, not a race
             raise AssertionError(f"own entry {entry.number} of {self.date} skipped {skipped}")
+
+    def _note_appended(self, ids: Sequence[str]) -> None:
+        """Conversations appended as text (a merge, never decoded): from here on this writer
+        knows the date's ids, not its conversations (`checkpoint_appending` still works)."""
+        if isinstance(self.state, DateState):
+            self.state = IdState(self.state.ids, self.state.last_entry)
+        self.state.known.update(ids)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -473,15 +476,21 @@ class DateWriter:
         return sealed.version
 
     def checkpoint_appending(
-        self, appended_json: Sequence[bytes | memoryview], appended_ids: Sequence[str]
+        self,
+        appended_json: Sequence[bytes | memoryview],
+        appended_ids: Sequence[str],
+        *,
+        in_entry: bool,
     ) -> int | None:
-        """The checkpoint of a merge whose own entry is the only unfolded one: the stored
-        document with the new conversations spliced in as text (no model per message).
-        None, writing nothing, when other entries are unfolded too."""
+        """A merge's checkpoint when nothing else is unfolded: the stored document with the
+        new conversations spliced in as text (no model per message). `in_entry`: they are
+        already in the last entry (written just before); else they go into the document
+        directly, with no entry (it would be folded at once and never read). None, writing
+        nothing, when other entries are unfolded."""
         if self.stored is None:  # a merge over the id index: read the checkpoint now
             self.stored, self.token, self.document_bytes = read_checkpoint(self.store, self.date)
             self.checkpointed = self.stored.blob_meta.journal_entry
-        if self.checkpointed != self.last_entry - (1 if appended_ids else 0):
+        if self.checkpointed != self.last_entry - (1 if in_entry else 0):
             return None
         self.lease.ensure_held()
         data, version = self.stored.sealed_json_appending(
@@ -492,6 +501,8 @@ class DateWriter:
         )
         ids = [*(c.id for c in self.stored.conversations), *appended_ids]
         self._swap_document(data, version, self.last_entry, None, ids)
+        if not in_entry:
+            self._note_appended(appended_ids)
         return version
 
     def _swap_document(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from convsync_pipeline.core.conversations import StagedMerge, merge_staged
 from convsync_pipeline.core.document import dump_json
-from convsync_pipeline.core.journal import IdState
+from convsync_pipeline.core.journal import IdState, checkpoint_due
 from convsync_pipeline.core.keys import entry_key
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
@@ -71,43 +71,56 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
         else:  # no index yet (a new date, or a store written before the log): read it all
             loaded = load_document(store, date)
             writer = DateWriter.over(store, loaded, lease)
-        outcome: list[StagedMerge] = []
+        report = MergeReport(date=date, version=writer.document_version)
+        found = merge_staged(writer.state.ids, staged)  # the one merge rule
+        if found.changed and _merged_into_checkpoint(writer, found):
+            report.wrote = True
+        elif found.changed:
+            outcome = [found]
 
-        def draft() -> Draft:
-            # The one merge rule, against the ids as of the entry before ours; the new
-            # conversations come as their text, never decoded.
-            outcome[:] = [merge_staged(writer.state.ids, staged)]
+            def draft() -> Draft:
+                # Against the ids as of the entry before ours (recomputed if an older
+                # holder's entry took our number); the conversations as text, never decoded.
+                outcome[:] = [merge_staged(writer.state.ids, staged)]
+                return Draft(appended_json=outcome[0].appended_json, appended_ids=outcome[0].added)
+
+            number = writer.append(draft)
             found = outcome[0]
-            return Draft(appended_json=found.appended_json, appended_ids=found.added)
-
-        number = writer.append(draft)
-        found = outcome[0] if outcome else StagedMerge()
-        state = writer.state
-        total = len(state.known) if isinstance(state, IdState) else len(state.positions)
-        report = MergeReport(
-            date=date,
-            uploads_merged=found.uploads,
-            added=len(found.added) if number is not None else 0,
-            already_present=len(found.already_present),
-            already_present_ids=found.already_present[:50],
-            total=total,
-            version=writer.document_version,
-        )
-        if number is not None:
-            log.info(
-                "[Journal] wrote %s: %d new conversations", entry_key(date, number), report.added
-            )
-            report.wrote = True
-            _checkpoint_after_merge(store, writer, found, lease)
-            report.version = writer.document_version
+            if number is not None:
+                log.info(
+                    "[Journal] wrote %s: %d new conversations",
+                    entry_key(date, number),
+                    len(found.added),
+                )
+                report.wrote = True
+                _checkpoint_after_merge(store, writer, found, lease)
         elif loaded is not None and loaded.token is None:  # a day with no uploads
-            report.version = writer.checkpoint()
+            writer.checkpoint()
             report.wrote = True
+        state = writer.state
+        report.total = len(state.known) if isinstance(state, IdState) else len(state.positions)
+        report.uploads_merged = found.uploads
+        report.added = len(found.added) if report.wrote else 0
+        report.already_present = len(found.already_present)
+        report.already_present_ids = found.already_present[:50]
+        report.version = writer.document_version
         if staged_keys:
             lease.ensure_held()
             keys = sorted({*merged, *staged_keys})
             store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
         return report
+
+
+def _merged_into_checkpoint(writer: DateWriter, found: StagedMerge) -> bool:
+    """When the checkpoint would be due as soon as the entry exists and nothing else is
+    unfolded (a new date, an upload as large as the date), write the document alone, the new
+    conversations spliced in: the entry would be folded at once and never read."""
+    if writer.unfolded_entries:
+        return False
+    size = sum(len(piece) for piece in found.appended_json)
+    if not checkpoint_due(size, 1, writer.document_bytes):
+        return False
+    return writer.checkpoint_appending(found.appended_json, found.added, in_entry=False) is not None
 
 
 def _checkpoint_after_merge(
@@ -117,9 +130,9 @@ def _checkpoint_after_merge(
     if not writer.checkpoint_due():
         writer.write_index(writer.state.ids, writer.last_entry)
         return
-    # Our entry the only unfolded one (a new date, or a large upload): splice its text into
-    # the document as stored, no model per message. Otherwise fold everything.
-    if writer.checkpoint_appending(found.appended_json, found.added) is not None:
+    # Our entry the only unfolded one: splice its text into the document as stored, no model
+    # per message. Otherwise fold everything.
+    if writer.checkpoint_appending(found.appended_json, found.added, in_entry=True) is not None:
         return
     full = DateWriter.over(store, load_document(store, writer.date), lease)
     full.checkpoint()

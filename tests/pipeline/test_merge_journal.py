@@ -43,20 +43,20 @@ def test_a_merge_into_a_large_date_writes_one_entry_of_the_new_conversations(
     store = store_factory()
     big = [f"big-{n:03d}" for n in range(200)]
     first = merge(store_factory, store, "a", big, text="x" * 400)
-    assert (first.added, first.wrote, first.version) == (200, True, 1)
+    assert (first.added, first.wrote, first.version, first.total) == (200, True, 1, 200)
+    assert log_entries(store) == [], "a new date: the document alone (its entry: folded at once)"
     document_before = store.read(document_key(D))
 
     second = merge(store_factory, store, "b", ["big-007", "new-1", "new-2"], text="later")
     assert (second.added, second.already_present, second.total) == (2, 1, 202)
     assert second.wrote and second.version == 1, "below the threshold: no checkpoint"
     assert store.read(document_key(D)) == document_before
-    entries = log_entries(store)
-    assert [e["entry"] for e in entries] == [1, 2]
-    assert [c["id"] for c in entries[1]["conversations"]] == ["new-1", "new-2"]
-    assert entries[1]["changes"] == []
-    assert all(c["processingStatus"] == "pending" for c in entries[1]["conversations"])
+    (entry,) = log_entries(store)
+    assert entry["entry"] == 1 and entry["changes"] == []
+    assert [c["id"] for c in entry["conversations"]] == ["new-1", "new-2"]
+    assert all(c["processingStatus"] == "pending" for c in entry["conversations"])
     index = json.loads(store.read(id_index_key(D)))
-    assert index["through"] == 2 and len(index["ids"]) == 202
+    assert index["through"] == 1 and len(index["ids"]) == 202
 
     state = load_document(store, D)
     assert [c.id for c in state.document.conversations] == [*big, "new-1", "new-2"]
@@ -91,7 +91,7 @@ def test_without_the_index_a_merge_reads_document_and_log(store_factory):
         store.write(id_index_key(D), b"{}")  # unusable: the same fallback
     third = merge(store_factory, store, "c", ["new-1", "new-2"])
     assert (third.added, third.already_present, third.total) == (1, 1, 202)
-    assert [e["entry"] for e in log_entries(store)] == [1, 2, 3]
+    assert [e["entry"] for e in log_entries(store)] == [1, 2]
     assert [c.id for c in load_document(store, D).document.conversations][-2:] == [
         "new-1",
         "new-2",
@@ -99,15 +99,25 @@ def test_without_the_index_a_merge_reads_document_and_log(store_factory):
 
 
 def test_merges_checkpoint_in_proportion_to_the_date(store_factory):
-    """Uploads as large as the date make the checkpoint due at once; small ones wait."""
+    """Small uploads wait in the log; once the log costs a reader as much as the document
+    it is folded; an upload as large as the date with nothing unfolded goes straight into the
+    document."""
     store = store_factory()
-    merge(store_factory, store, "a", [f"a-{n}" for n in range(50)], text="y" * 300)
-    big = merge(store_factory, store, "b", [f"b-{n}" for n in range(60)], text="y" * 300)
-    assert big.version == 2, "an entry as large as the document: checkpointed"
+    merge(store_factory, store, "a", [f"a-{n:02d}" for n in range(50)], text="y" * 300)
+    small = [merge(store_factory, store, f"s{n}", [f"s-{n}"]) for n in range(3)]
+    assert [m.version for m in small] == [1, 1, 1]
+    assert load_document(store, D).unfolded_entries == 3
+    big = merge(store_factory, store, "b", [f"b-{n:02d}" for n in range(60)], text="y" * 300)
+    assert (big.added, big.version, big.total) == (60, 2, 113)
     stored = json.loads(store.read(document_key(D)))
-    assert stored["_blobMeta"]["journalEntry"] == 2 and stored["summary"]["total"] == 110
-    assert store.read(entry_key(D, 2)) is not None, "the entry stays (never deleted)"
+    assert stored["_blobMeta"]["journalEntry"] == 4 and stored["summary"]["total"] == 113
+    assert store.read(entry_key(D, 4)) is not None, "folded entries stay (never deleted)"
     assert load_document(store, D).unfolded_entries == 0
+    bigger = merge(store_factory, store, "c", [f"c-{n:03d}" for n in range(150)], text="y" * 300)
+    assert (bigger.added, bigger.version, bigger.total) == (150, 3, 263)
+    assert store.read(entry_key(D, 5)) is None, "nothing unfolded, due at once: no entry"
+    assert [c.id for c in load_document(store, D).document.conversations][-1] == "c-149"
+    assert json.loads(store.read(id_index_key(D)))["through"] == 4
 
 
 def test_a_day_without_uploads_gets_an_empty_document_once(store_factory):
