@@ -321,6 +321,7 @@ class DateWriter:
         self._sizes_lock = threading.Lock()
         self._unfolded: deque[tuple[int, int]] = deque(unfolded)
         self._earlier_bytes, self._earlier_entries = earlier_unfolded
+        self._unfolded_bytes = sum(size for _, size in self._unfolded)  # kept up to date
         self.wrote_entry = False
         self.counts = WriteCounts()
         self._encoder = DocumentEncoder()
@@ -363,7 +364,7 @@ class DateWriter:
     @property
     def unfolded_bytes(self) -> int:
         with self._sizes_lock:
-            return self._earlier_bytes + sum(size for _, size in self._unfolded)
+            return self._earlier_bytes + self._unfolded_bytes
 
     @property
     def unfolded_entries(self) -> int:
@@ -373,6 +374,7 @@ class DateWriter:
     def _add_unfolded(self, number: int, size: int) -> None:
         with self._sizes_lock:
             self._unfolded.append((number, size))
+            self._unfolded_bytes += size
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -530,7 +532,7 @@ class DateWriter:
         self.checkpointed = last_entry
         with self._sizes_lock:
             while self._unfolded and self._unfolded[0][0] <= last_entry:
-                self._unfolded.popleft()
+                self._unfolded_bytes -= self._unfolded.popleft()[1]
             self._earlier_bytes = self._earlier_entries = 0
         if self.stored is not None:
             self.stored = self.stored.model_copy(

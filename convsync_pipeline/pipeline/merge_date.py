@@ -46,9 +46,11 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     The new conversations become one log entry (SPEC 5a), so a merge costs what the upload
     holds, not what the date holds: it reads the date's id index instead of its document, and
     checkpoints only when the unfolded log has grown past `core.journal.checkpoint_due` (the
-    end of the run's analysis and summary checkpoint anyway). Nothing new: nothing written,
-    not even the version. The merged-marker is written after the entry: a crash in between
-    merely merges the same batches again, which the merge turns into "already present".
+    end of the run's analysis and summary checkpoint anyway). When that checkpoint would be
+    due at once and nothing else is unfolded (a new date, an upload as large as the date),
+    the document is written alone, the conversations spliced in as text. Nothing new:
+    nothing written, not even the version. The merged-marker is written last: a crash before
+    it merely merges the same batches again, which the merge turns into "already present".
     """
     with (
         bulk_work(),
