@@ -474,7 +474,7 @@ class DateWriter:
         self.lease.ensure_held()
         sealed = document.sealed(lock_generation=self.lease.generation, journal_entry=last_entry)
         data = self._encoder.encode(sealed)
-        self._swap_document(data, sealed.version, last_entry, conversations)
+        self._swap_document(data, sealed.version, last_entry, conversations, stored_after=sealed)
         return sealed.version
 
     def checkpoint_appending(
@@ -514,7 +514,10 @@ class DateWriter:
         last_entry: int,
         conversations: list | None,
         ids: Iterable[str] | None = None,
+        stored_after: DateDocument | None = None,
     ) -> None:
+        """Compare-and-swap the checkpoint `data`; `stored_after` is it as a model if the
+        writer has one (else a later `checkpoint_appending` reads the document again)."""
         key = document_key(self.date)
         try:
             token = self.store.compare_and_swap(key, data, self.token)
@@ -534,14 +537,9 @@ class DateWriter:
             while self._unfolded and self._unfolded[0][0] <= last_entry:
                 self._unfolded_bytes -= self._unfolded.popleft()[1]
             self._earlier_bytes = self._earlier_entries = 0
-        if self.stored is not None:
-            self.stored = self.stored.model_copy(
-                update={
-                    "blob_meta": self.stored.blob_meta.model_copy(
-                        update={"version": version, "journal_entry": last_entry}
-                    )
-                }
-            )
+        # The checkpoint's own model, not the document loaded at the start: the conversations
+        # it replaced are not kept alive for the rest of a pass.
+        self.stored = stored_after
         if ids is None and conversations is not None:
             ids = (c.id for c in conversations)
         if ids is not None:
