@@ -31,6 +31,8 @@ import pyarrow.compute as pc
 from convsync_pipeline.core.conversations import ConversationRecord, group_by_date
 from convsync_pipeline.core.dates import local_dates
 from convsync_pipeline.core.document import (
+    LIST_LEVEL,
+    SEPARATOR,
     Conversation,
     JsonFragmentError,
     json_fragment,
@@ -38,8 +40,6 @@ from convsync_pipeline.core.document import (
 )
 
 FORMAT = "convsync-staging/1"
-LIST_LEVEL = 2  # conversations are items of a list two containers deep in a date document
-SEPARATOR = ",\n  "  # dump_json's separator between those items
 _TEXT = pa.large_string()
 _SCHEMA = pa.schema([("id", pa.string()), ("text", _TEXT)])
 # JSON text repeats its keys and indentation: zstd at level 1 makes it ~12x smaller for about
@@ -137,27 +137,6 @@ _PENDING = {
     "processed_at": None,
     "analysis": None,
 }
-
-
-def joined_texts(texts: Sequence[pa.Array | pa.ChunkedArray]) -> list[memoryview | bytes]:
-    """The texts, in order, joined by dump_json's list separator: the items to splice into a
-    document's `conversations` list, as views of Arrow's memory between separators (nothing
-    is copied until the document itself is joined)."""
-    separator = SEPARATOR.encode()
-    pieces: list[memoryview | bytes] = []
-    for text in texts:
-        for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
-            if not len(chunk):
-                continue
-            _, offsets_buffer, data = chunk.buffers()
-            offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-            offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[
-                chunk.offset : chunk.offset + len(chunk) + 1
-            ].tolist()
-            view = memoryview(data if data is not None else b"")
-            for start, end in itertools.pairwise(offsets):
-                pieces += (separator, view[start:end])
-    return pieces[1:]
 
 
 # --------------------------------------------------------------------------- column-wise

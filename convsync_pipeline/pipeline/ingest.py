@@ -13,11 +13,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 import pyarrow as pa
 
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import dump_json
+from convsync_pipeline.core.formats import parse_upload_stream
 from convsync_pipeline.core.keys import (
     INCOMING,
     is_upload,
@@ -27,7 +29,6 @@ from convsync_pipeline.core.keys import (
     upload_id,
     upload_index_key,
 )
-from convsync_pipeline.core.records import parse_upload_stream
 from convsync_pipeline.core.staging import StagedUpload, staged_bodies
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo, Store
@@ -105,24 +106,29 @@ def read_upload_report(store: Store, upload_key: str, etag: str) -> UploadReport
 def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadReport | None:
     """Parse, group, stage and quarantine one upload; None if it vanished meanwhile.
 
-    The upload is streamed from the store (`parse_upload_stream`): a large CSV is never held
-    whole. A second, whole read, if the parser needs one, is of the same version or nothing.
+    The upload is streamed from the store (`parse_upload_stream`); a second read, if the
+    parser needs one, is of the same version or nothing.
     """
     with store.open_versioned(info.key) as found:
         if found is None:
             return None
-        etag = found.token
+        etag, unread = found.token, [found.stream]
 
-        def read_whole() -> bytes:
+        @contextlib.contextmanager
+        def open_this_version() -> Iterator[BinaryIO]:
+            if unread:  # the first read: the stream already open
+                yield unread.pop()
+                return
             with store.open_versioned(info.key, etag) as same:
                 if same is None:
                     raise _UploadReplaced
-                return same.stream.read()
+                yield same.stream
 
         with bulk_work():
             try:
                 parsed = parse_upload_stream(
-                    info.key, found.stream, read_whole, tz=settings.tz, day_first=settings.day_first
+                    info.key, open_this_version, size=found.size, tz=settings.tz,
+                    day_first=settings.day_first,
                 )
             except _UploadReplaced:
                 return None  # its new version is a new upload, ingested on its own

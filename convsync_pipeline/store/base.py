@@ -63,6 +63,7 @@ class Streamed:
 
     stream: BinaryIO
     token: str
+    size: int | None = None  # bytes stored, when the backend says (a gzip's inflate limit)
 
 
 class Lease(Protocol):

@@ -118,9 +118,11 @@ class LocalStore:
             yield None
             return
         with handle:
-            current = _token(os.fstat(handle.fileno()))
+            stat = os.fstat(handle.fileno())
+            current = _token(stat)
             # A replace makes a new inode: the open file stays the version it was.
-            yield None if token is not None and token != current else Streamed(handle, current)
+            found = Streamed(handle, current, stat.st_size)
+            yield None if token is not None and token != current else found
 
     def _current_token(self, path: Path) -> str | None:
         try:

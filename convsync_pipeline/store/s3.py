@@ -323,7 +323,8 @@ class S3Store:
             raise self._fail(exc, "read", key) from exc
         body = response["Body"]
         try:
-            yield Streamed(_ReadErrors(body, self, key), _token(response["ETag"]))
+            stream = _ReadErrors(body, self, key)
+            yield Streamed(stream, _token(response["ETag"]), response.get("ContentLength"))
         finally:
             body.close()
 

@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 from convsync_pipeline.core import document as document_module
 from convsync_pipeline.core import staging
 from convsync_pipeline.core.conversations import group_by_date, merge_staged
-from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
-from convsync_pipeline.core.records import meta_dicts, parse_upload
+from convsync_pipeline.core.document import Conversation, DateDocument, dump_json, joined_texts
+from convsync_pipeline.core.formats import parse_upload
+from convsync_pipeline.core.records import meta_dicts
 from convsync_pipeline.core.staging import (
     CHUNK_MESSAGES,
     StagedUpload,
     StagingFormatError,
     _stage_slowly,
-    joined_texts,
     stage_messages,
     staged_bodies,
 )
