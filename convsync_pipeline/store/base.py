@@ -101,6 +101,11 @@ class Store(Protocol):
         """Unconditional write, for derived objects (summaries, staging, quarantine)."""
         ...
 
+    def write_file(self, key: str, path: str) -> None:
+        """`write` of a local file's bytes, streamed: a large derived object (staging,
+        quarantine) is never held in memory whole."""
+        ...
+
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         """Write `data` only if the current token is `expected` (None: only if absent).
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -135,7 +136,10 @@ class LocalStore:
     def write(self, key: str, data: bytes) -> None:
         self._replace(self._path(key), data)
 
-    def _replace(self, path: Path, data: bytes) -> str:
+    def write_file(self, key: str, path: str) -> None:
+        self._replace(self._path(key), Path(path))
+
+    def _replace(self, path: Path, data: bytes | Path) -> str:
         try:
             return self._replace_or_raise(path, data)
         except OSError as error:
@@ -144,12 +148,17 @@ class LocalStore:
                 f"{error.strerror or error}"
             ) from None
 
-    def _replace_or_raise(self, path: Path, data: bytes) -> str:
+    def _replace_or_raise(self, path: Path, data: bytes | Path) -> str:
+        """Write `data` (bytes, or a local file's bytes, copied a piece at a time) in place."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
             with temp.open("wb") as handle:
-                handle.write(data)
+                if isinstance(data, Path):
+                    with data.open("rb") as source:
+                        shutil.copyfileobj(source, handle, 1 << 20)
+                else:
+                    handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)

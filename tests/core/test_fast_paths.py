@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convsync_pipeline.core import document as document_module
-from convsync_pipeline.core import staging
+from convsync_pipeline.core import rendering
 from convsync_pipeline.core.conversations import group_by_date, merge_staged
 from convsync_pipeline.core.document import Conversation, DateDocument, dump_json, joined_texts
 from convsync_pipeline.core.formats import parse_upload
@@ -269,6 +269,6 @@ def test_a_csvs_extra_columns_are_staged_column_wise_as_their_dicts(rows, combin
     ]
     assert meta_dicts(parsed.messages["meta"]) == expected
     tz = ZoneInfo("UTC")
-    with mock.patch.object(staging, "_META_CACHE_LIMIT", combinations):
+    with mock.patch.object(rendering, "_META_CACHE_LIMIT", combinations):
         fast = list(stage_messages(parsed.messages, "incoming/a.csv", "e", tz))
     assert _staged(fast) == _staged(_stage_slowly(parsed.messages, "incoming/a.csv", "e", tz))
