@@ -12,7 +12,9 @@ import gc
 import json
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -151,7 +153,8 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
                 return None  # its new version is a new upload, ingested on its own
             except SourceReadError as error:
                 raise StoreError(str(error)) from error
-            sink.close()
+            finally:
+                sink.close()
             conversations_by_date: dict[str, int] = {}
             staged = Path(tmp) / "staged.arrow"
             for date, chunks in grouping.dates():
@@ -196,12 +199,18 @@ def read_limits(settings: Settings) -> ReadLimits:
 
 class _IngestSink:
     """Parts of an upload as they are read: messages rendered and grouped, quarantined records
-    appended to a local file, every record counted (SPEC 4: in = accepted + quarantined)."""
+    appended to a local file, every record counted (SPEC 4: in = accepted + quarantined).
+
+    A part is rendered and grouped on a worker thread while the reader reads the next one
+    (Arrow's kernels release the GIL); at most two parts are in flight.
+    """
 
     def __init__(self, grouping: Grouping, quarantine_path: Path) -> None:
         self.grouping = grouping
         self.quarantine_path = quarantine_path
         self._quarantine = quarantine_path.open("wb")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsync-group")
+        self._pending: deque[Future[None]] = deque()
         self.records_in = self.accepted = self.quarantined = 0
 
     def add(self, part: ParsedUpload) -> None:
@@ -209,19 +218,34 @@ class _IngestSink:
         self.accepted += part.accepted
         self.quarantined += len(part.quarantined)
         if part.accepted:
-            self.grouping.add(render_messages(part.messages))
+            if len(self._pending) > 1:
+                self._pending.popleft().result()
+            self._pending.append(self._pool.submit(self._group, part))
         if part.quarantined:
             lines = "".join(record.to_json_line() + "\n" for record in part.quarantined)
             self._quarantine.write(lines.encode("utf-8"))
 
+    def _group(self, part: ParsedUpload) -> None:
+        self.grouping.add(render_messages(part.messages))
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
     def reset(self) -> None:
+        self._drain()
         self.grouping.reset()
         self._quarantine.seek(0)
         self._quarantine.truncate()
         self.records_in = self.accepted = self.quarantined = 0
 
     def close(self) -> None:
-        self._quarantine.close()
+        """Wait for the parts in flight; the grouping then holds every message."""
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._quarantine.close()
 
 
 def ingest_new_uploads(

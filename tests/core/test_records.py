@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,7 +19,13 @@ from hypothesis import strategies as st
 
 from convsync_pipeline.core import dates
 from convsync_pipeline.core.formats import csv as csv_format
-from convsync_pipeline.core.formats import parse_upload, parse_upload_stream, source_of
+from convsync_pipeline.core.formats import jsonl as jsonl_format
+from convsync_pipeline.core.formats import (
+    parse_upload,
+    parse_upload_stream,
+    read_upload,
+    source_of,
+)
 from convsync_pipeline.core.formats.streams import bytes_opener
 from convsync_pipeline.core.records import (
     MESSAGE_COLUMNS,
@@ -735,6 +742,24 @@ def jsonl_upload(draw: st.DrawFn) -> tuple[bytes, int, int]:
             lines.append(json.dumps({"id": f"c{i}", "messages": []}).encode())
             quarantined += 1
     return b"\n".join(lines), accepted, quarantined
+
+
+@SETTINGS
+@given(jsonl_upload(), st.sampled_from([1, 2, 3, 7]), st.booleans())
+def test_jsonl_streamed_in_parts_is_the_whole_jsonl(
+    case: tuple[bytes, int, int], part_records: int, gzipped: bool
+) -> None:
+    data, _, _ = case
+    key = "u.jsonl.gz" if gzipped else "u.jsonl"
+    body = gzip.compress(data) if gzipped else data
+    whole = parse(key, body)  # one part: PART_RECORDS is far above any example's size
+    with mock.patch.object(jsonl_format, "PART_RECORDS", part_records):
+        parts = CollectedParts()
+        read_upload(source_of(key, bytes_opener(body), size=len(body)), parts)
+    if whole.records_in > 3 * part_records:  # a line holds at most 3 records here
+        assert len(parts.parts) > 1  # really in parts
+    streamed_parts = check(ParsedUpload.combined(key, parts.parts))
+    assert_same(streamed_parts, whole)
 
 
 @SETTINGS
