@@ -1,7 +1,9 @@
 """CONVSYNC_* environment variables -> one validated, immutable settings object.
 
 Every bad value is reported as a `SettingsError` naming the variable, at start-up, so a
-typo never surfaces as a strange failure in the middle of a run.
+typo never surfaces as a strange failure in the middle of a run. Some settings shape the
+definitions themselves (timezone, start date, attempt limit, date order, retry delay); the
+others become the values of the resources' fields (`resources/`), which a run may override.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `local` is the offline default; `openai` is OpenAI or any OpenAI-compatible server. The API
 key is deliberately not a field: the SDK reads OPENAI_API_KEY from the environment, so it
-never enters run config, the event log or the UI.
+never enters run config, the event log or the UI. `make()` is the one place an analyser is
+built; further ways of running the same attempts (OpenAI's Batch API) add their fields here.
 """
 
 import os
