@@ -224,6 +224,7 @@ def _settings(store_root: Path):
 def _convsync_ingest(store_root: Path, key: str) -> tuple[Any, list[Any]]:
     from convsync_pipeline.pipeline.ingest import ingest_upload
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
     from convsync_pipeline.store.local import LocalStore
 
     store = LocalStore(store_root)
@@ -232,7 +233,8 @@ def _convsync_ingest(store_root: Path, key: str) -> tuple[Any, list[Any]]:
     started = time.perf_counter()
     report = ingest_upload(store, settings, info)
     ingested = time.perf_counter()
-    merged = [merge_date(store, settings, date, "bench") for date in report.dates]
+    locks = locks_from_settings(store, settings)
+    merged = [merge_date(store, locks, date, "bench") for date in report.dates]
     _SPLIT.update(ingest=ingested - started, merge=time.perf_counter() - ingested)
     return report, merged
 
@@ -255,11 +257,13 @@ def prepare(workdir: Path, upload: Path, earlier: Path) -> tuple[Path, Path]:
     (info,) = [i for i in LocalStore(store_root).list(EARLIER_KEY)]
     from convsync_pipeline.pipeline.ingest import ingest_upload
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     settings = _settings(store_root)
     report = ingest_upload(LocalStore(store_root), settings, info)
+    store = LocalStore(store_root)
     for date in report.dates:
-        merge_date(LocalStore(store_root), settings, date, "bench")
+        merge_date(store, locks_from_settings(store, settings), date, "bench")
     return out, store_root
 
 
