@@ -220,6 +220,7 @@ def seed(store_root: Path, settings: Any, conversations: int) -> None:
     """One CSV upload of `conversations` four-message conversations, ingested and merged."""
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
     from convsync_pipeline.store.local import LocalStore
 
     rows = ["conversation_id,timestamp,role,content"]
@@ -232,7 +233,7 @@ def seed(store_root: Path, settings: Any, conversations: int) -> None:
     store.write(f"incoming/{DATE}/bench.csv", ("\n".join(rows) + "\n").encode())
     reports = list(ingest_new_uploads(store, settings))
     assert reports and reports[0].accepted == conversations * len(TEXTS), reports
-    merged = merge_date(store, settings, DATE, "bench-seed")
+    merged = merge_date(store, locks_from_settings(store, settings), DATE, "bench-seed")
     assert merged.added == conversations, merged
 
 
@@ -248,7 +249,8 @@ def measure(
 ) -> Result:
     from convsync_pipeline.core.keys import document_key
     from convsync_pipeline.pipeline.analyse import analyse_date
-    from convsync_pipeline.resources.convsync import make_analyzer
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
     from convsync_pipeline.settings import load_settings
     from convsync_pipeline.store.local import LocalStore
 
@@ -276,7 +278,10 @@ def measure(
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        report = analyse_date(store, settings, lambda: make_analyzer(settings), DATE, "bench")
+        locks = locks_from_settings(store, settings)
+        report = analyse_date(
+            store, locks, settings, lambda: make_analyzer(settings), DATE, "bench"
+        )
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     import convsync_pipeline.pipeline.analyse
     import convsync_pipeline.pipeline.ingest
     import convsync_pipeline.pipeline.merge_date
-    import convsync_pipeline.resources.convsync
+    import convsync_pipeline.resources.analyzer
 
     import_started = time.perf_counter()
     import convsync_pipeline.analyzers.openai  # noqa: F401  (the SDK: once per process)

@@ -246,11 +246,13 @@ def prepare(workdir: Path, upload: Path, earlier: Path, upload_key: str) -> tupl
     (info,) = [i for i in LocalStore(store_root).list(EARLIER_KEY)]
     from convsync_pipeline.pipeline.ingest import ingest_upload
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     settings = _settings(store_root)
     report = ingest_upload(LocalStore(store_root), settings, info)
+    store = LocalStore(store_root)
     for date in report.dates:
-        merge_date(LocalStore(store_root), settings, date, "bench")
+        merge_date(store, locks_from_settings(store, settings), date, "bench")
     return out, store_root
 
 
@@ -314,11 +316,13 @@ def phase_ingest(
 def phase_merge(store_root: Path, **_: Any) -> dict[str, Any]:
     """`merge_date` for every date the upload touched (the staged objects it left)."""
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     settings, store = _settings_and_store(store_root)
+    locks = locks_from_settings(store, settings)
     dates = sorted({info.key.split("/")[1] for info in store.list("staging/")})
     started = time.perf_counter()
-    merged = [merge_date(store, settings, date, "bench") for date in dates]
+    merged = [merge_date(store, locks, date, "bench") for date in dates]
     return {
         "seconds": time.perf_counter() - started,
         "added": sum(m.added for m in merged),

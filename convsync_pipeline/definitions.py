@@ -1,6 +1,8 @@
 """`defs`: everything Dagster loads, built from the validated CONVSYNC_* settings.
 
-A bad variable fails loading with one message naming it (`SettingsError`).
+A bad variable fails loading with one message naming it (`SettingsError`). The settings give
+the definitions their shape (partitions, retry policy, kinds) and the resources their
+defaults (`resources/`), which a run may override from the launchpad.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from convsync_pipeline.assets.ingest import build_ingest_assets
 from convsync_pipeline.assets.operations import build_operations_definitions
 from convsync_pipeline.assets.summary import build_summary_asset
 from convsync_pipeline.jobs import convsync_daily_job
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources import build_resources
 from convsync_pipeline.schedules import build_daily_schedule
 from convsync_pipeline.sensors import build_upload_sensor
 from convsync_pipeline.settings import Settings, load_settings
@@ -35,7 +37,7 @@ def build_definitions(settings: Settings) -> Definitions:
         jobs=[convsync_daily_job, *operations["jobs"]],
         schedules=[build_daily_schedule(settings)],
         sensors=[build_upload_sensor(settings)],
-        resources={"convsync": ConvsyncResource.from_settings(settings)},
+        resources=build_resources(settings),
         executor=in_process_executor,
     )
 

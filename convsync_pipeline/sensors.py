@@ -20,7 +20,7 @@ from convsync_pipeline.core.keys import INCOMING, is_upload, upload_id
 from convsync_pipeline.jobs import convsync_daily_job
 from convsync_pipeline.partitions import daily_partitions
 from convsync_pipeline.pipeline.ingest import ingest_upload, read_upload_report
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo
 
@@ -97,10 +97,9 @@ def build_upload_sensor(settings: Settings):
         description="Requests a run for every date that a new upload in incoming/ contains.",
     )
     def new_upload_sensor(
-        context: SensorEvaluationContext, convsync: ConvsyncResource
+        context: SensorEvaluationContext, blob_store: BlobStoreResource
     ) -> SensorResult | SkipReason:
-        store = convsync.store_for_run(context.instance)
-        run_settings = convsync.settings()
+        store = blob_store.store_for_run(context.instance)
         cursor = UploadCursor.decode(context.cursor)
         fresh = new_uploads(list(store.list(INCOMING)), cursor)
         if not fresh:
@@ -116,7 +115,7 @@ def build_upload_sensor(settings: Settings):
                 )
                 break
             report = read_upload_report(store, info.key, info.etag) or ingest_upload(
-                store, run_settings, info
+                store, settings, info
             )
             handled.append(info)
             if report is None:
@@ -125,7 +124,7 @@ def build_upload_sensor(settings: Settings):
                 if date not in valid_dates:
                     context.log.warning(
                         f"{info.key} has conversations dated {date}, outside the partitions "
-                        f"({run_settings.start_date} .. today): not requested"
+                        f"({settings.start_date} .. today): not requested"
                     )
                     continue
                 requests.append(

@@ -1,7 +1,9 @@
 """CONVSYNC_* environment variables -> one validated, immutable settings object.
 
 Every bad value is reported as a `SettingsError` naming the variable, at start-up, so a
-typo never surfaces as a strange failure in the middle of a run.
+typo never surfaces as a strange failure in the middle of a run. Some settings shape the
+definitions themselves (timezone, start date, attempt limit, date order, retry delay); the
+others become the values of the resources' fields (`resources/`), which a run may override.
 """
 
 from __future__ import annotations
@@ -107,19 +109,20 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def check_store_url(url: str, name: str, error: type[Exception] = SettingsError) -> str:
+    """`url` if it names a folder, a file:// URL or an S3 bucket; else `error` naming `name`."""
+    if url.startswith("s3://") and len(url) <= len("s3://"):
+        raise error(f"{name} must name a bucket: s3://bucket[/prefix], got {url!r}")
+    if "://" in url and not url.startswith(("s3://", "file://")):
+        raise error(f"{name} must be a path, a file:// URL or s3://bucket[/prefix], got {url!r}")
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every convsync variable from `env` (default: the process environment)."""
     env = os.environ if env is None else env
 
-    store = _text(env, "CONVSYNC_STORE") or DEFAULT_STORE
-    if store.startswith("s3://") and len(store) <= len("s3://"):
-        raise SettingsError(
-            f"CONVSYNC_STORE must name a bucket: s3://bucket[/prefix], got {store!r}"
-        )
-    if "://" in store and not store.startswith(("s3://", "file://")):
-        raise SettingsError(
-            f"CONVSYNC_STORE must be a path, a file:// URL or s3://bucket[/prefix], got {store!r}"
-        )
+    store = check_store_url(_text(env, "CONVSYNC_STORE") or DEFAULT_STORE, "CONVSYNC_STORE")
 
     analyzer = _text(env, "CONVSYNC_ANALYZER")
     if analyzer is None:

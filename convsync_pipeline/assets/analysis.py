@@ -24,7 +24,9 @@ from convsync_pipeline.assets.ranges import (
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.analyzer import AnalyzerNotReadyError, AnalyzerResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, StoreError
 
@@ -44,9 +46,13 @@ def build_analysis_asset(settings: Settings):
             jitter=Jitter.PLUS_MINUS,
         ),
         check_specs=[AssetCheckSpec(name, asset="ai_analysis") for name in CHECKS],
+        kinds=analysis_kinds(settings),
     )
     def ai_analysis(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext,
+        blob_store: BlobStoreResource,
+        blob_lock: BlobLockResource,
+        analyzer: AnalyzerResource,
     ) -> MaterializeResult:
         """Analyse each date's pending conversations; raise while some may still succeed.
 
@@ -56,12 +62,13 @@ def build_analysis_asset(settings: Settings):
         run of its date alone. A date locked by another run does not stop the others; a system
         failure (bad key, store unreachable) stops the run at once with its one message.
         """
-        run_settings = convsync.settings()
+        run_settings = analyzer.pass_settings(settings)
         try:
-            store = convsync.store_for_run(context.instance)
-        except StoreError as error:
+            store = blob_store.store_for_run(context.instance)
+            analyzer.check_ready()
+        except (StoreError, AnalyzerNotReadyError) as error:
             raise Failure(str(error), allow_retries=False) from None
-        last_try = context.retry_number >= max(run_settings.max_attempts - 1, 0)
+        last_try = context.retry_number >= max(settings.max_attempts - 1, 0)
         dates = dates_for_this_try(context, "ai_analysis")
         note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
         retry: list[AnalysisReport] = []
@@ -69,7 +76,7 @@ def build_analysis_asset(settings: Settings):
         for date in dates:
             try:
                 report = analyse_date(
-                    store, run_settings, convsync.make_analyzer, date, context.run_id
+                    store, blob_lock, run_settings, analyzer.make, date, context.run_id
                 )
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
@@ -86,7 +93,7 @@ def build_analysis_asset(settings: Settings):
             if report.needs_retry and not last_try:
                 retry.append(report)
                 continue
-            context.add_asset_metadata(_metadata(report, run_settings), partition_key=date)
+            context.add_asset_metadata(_metadata(report, settings), partition_key=date)
         if retry:
             # The only place a retried pass shows in the UI: say why it failed. A locked date
             # rides along: the retry is its next chance, and a lock conflict costs no attempt.
@@ -103,6 +110,14 @@ def build_analysis_asset(settings: Settings):
         return MaterializeResult(check_results=_checks_over(documents))
 
     return ai_analysis
+
+
+def analysis_kinds(settings: Settings) -> set[str]:
+    """The asset graph shows where the data lives and, with `openai`, who reads it."""
+    kinds = {store_kind(settings.store)}
+    if settings.analyzer == "openai":
+        kinds.add("openai")
+    return kinds
 
 
 def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -> str:

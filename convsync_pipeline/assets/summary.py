@@ -15,7 +15,8 @@ from convsync_pipeline.assets.ranges import set_aside_locked
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.summarise import write_daily_summary
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError
 
@@ -29,9 +30,10 @@ def build_summary_asset(settings: Settings):
         deps=["ai_analysis"],
         backfill_policy=BACKFILL_POLICY,
         check_specs=[AssetCheckSpec(CHECK, asset="daily_summary")],
+        kinds={store_kind(settings.store)},
     )
     def daily_summary(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext, blob_store: BlobStoreResource, blob_lock: BlobLockResource
     ) -> MaterializeResult:
         """Write each date's summary from one document version, and say which version.
 
@@ -39,12 +41,12 @@ def build_summary_asset(settings: Settings):
         the others: their summaries are written, then the step fails naming the locked dates
         (rewriting a summary is idempotent, so the run's retry may redo every date).
         """
-        store, run_settings = convsync.store_for_run(context.instance), convsync.settings()
+        store = blob_store.store_for_run(context.instance)
         versions: dict[str, tuple[int, int]] = {}  # date -> (summary's version, document's)
         locked: list[DateLockedError] = []
         for date in context.partition_keys:
             try:
-                summary = write_daily_summary(store, run_settings, date, context.run_id)
+                summary = write_daily_summary(store, blob_lock, date, context.run_id)
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
                 continue

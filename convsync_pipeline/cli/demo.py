@@ -9,7 +9,7 @@ import json
 from convsync_pipeline.cli.sample import build_sample
 from convsync_pipeline.core.keys import summary_key
 from convsync_pipeline.pipeline.documents import load_document
-from convsync_pipeline.resources.convsync import open_store
+from convsync_pipeline.resources.blob_store import open_store
 from convsync_pipeline.settings import Settings, load_settings
 
 
@@ -28,13 +28,13 @@ def materialize_date(settings: Settings, date: str) -> bool:
     from dagster import DagsterInstance, materialize
 
     from convsync_pipeline.definitions import build_assets
-    from convsync_pipeline.resources.convsync import ConvsyncResource
+    from convsync_pipeline.resources import build_resources
 
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     result = materialize(
         build_assets(settings),
         partition_key=date,
-        resources={"convsync": ConvsyncResource.from_settings(settings)},
+        resources=build_resources(settings),
         instance=instance,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

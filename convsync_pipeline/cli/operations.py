@@ -23,7 +23,8 @@ from convsync_pipeline.operations import (
     parse_date,
     stored_dates,
 )
-from convsync_pipeline.resources.convsync import open_store
+from convsync_pipeline.resources.blob_lock import locks_from_settings
+from convsync_pipeline.resources.blob_store import open_store
 from convsync_pipeline.settings import load_settings
 
 MANY_DATES = 30
@@ -312,7 +313,8 @@ def _requeue(args: argparse.Namespace) -> int:
     date = parse_date(args.date)
     settings = load_settings()
     store = open_store(settings)
-    outcome = requeue_failed(store, settings, date, owner=owner_id("requeue"), ids=args.ids)
+    locks = locks_from_settings(store, settings)
+    outcome = requeue_failed(store, locks, date, owner=owner_id("requeue"), ids=args.ids)
     for ident in outcome.unknown:
         print(
             f"convsync: error: {date} has no conversation {ident!r}; nothing changed for it",
@@ -344,7 +346,11 @@ def _migrate(args: argparse.Namespace) -> int:
     store = open_store(settings)
     with ProgressLine("migrate") as progress:
         report = migrate(
-            store, settings, owner=owner_id("migrate"), dry_run=args.dry_run, progress=progress
+            store,
+            locks_from_settings(store, settings),
+            owner=owner_id("migrate"),
+            dry_run=args.dry_run,
+            progress=progress,
         )
     if not report.documents:
         print(f"no date documents in {store.url}")

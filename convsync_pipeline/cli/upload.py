@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from convsync_pipeline.core.keys import INCOMING, is_upload
-from convsync_pipeline.resources.convsync import open_store
+from convsync_pipeline.resources.blob_store import open_store
 from convsync_pipeline.settings import load_settings
 
 

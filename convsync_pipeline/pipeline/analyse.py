@@ -41,7 +41,7 @@ from convsync_pipeline.core.document import Conversation, DateDocument, dump_jso
 from convsync_pipeline.core.priority import urgency
 from convsync_pipeline.pipeline.documents import LoadedDocument, load_document, save_document
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Lease, Store
+from convsync_pipeline.store.base import DateLocks, Lease, Store
 
 log = logging.getLogger("convsync")
 
@@ -186,6 +186,7 @@ class _Pass:
 
 def analyse_date(
     store: Store,
+    locks: DateLocks,
     settings: Settings,
     make_analyzer: Callable[[], Analyzer],
     date: str,
@@ -193,9 +194,7 @@ def analyse_date(
 ) -> AnalysisReport:
     """Hold the date lock for the whole pass; return what happened."""
     started = time.monotonic()
-    with store.date_lock(
-        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
-    ) as lease:
+    with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
         run = _Pass(store, load_document(store, date), lease, report)
         try:

@@ -9,8 +9,7 @@ from convsync_pipeline.core.conversations import merge_staged
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.pipeline.documents import load_document, save_appended
 from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
-from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Store
+from convsync_pipeline.store.base import DateLocks, Store
 
 
 @dataclass
@@ -30,7 +29,7 @@ def _merged_keys(store: Store, date: str) -> list[str]:
     return [] if data is None else list(json.loads(data)["staged"])
 
 
-def merge_date(store: Store, settings: Settings, date: str, owner: str) -> MergeReport:
+def merge_date(store: Store, locks: DateLocks, date: str, owner: str) -> MergeReport:
     """Merge what is staged for `date` and not merged yet; an untouched day gets an empty document.
 
     The document is saved only when something is new, so re-running changes nothing, not even
@@ -39,12 +38,7 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     """
     with (
         bulk_work(),
-        store.date_lock(
-            date,
-            owner,
-            ttl_seconds=settings.lock_ttl_seconds,
-            wait_seconds=settings.lock_wait_seconds,
-        ) as lease,
+        locks.date_lock(date, owner) as lease,
     ):
         loaded = load_document(store, date)
         merged = _merged_keys(store, date)

@@ -124,6 +124,29 @@ class Store(Protocol):
         ...
 
 
+class DateLocks(Protocol):
+    """Hands out date locks under one lease policy (TTL, wait): the blob lock resource in
+    Dagster, `StoreLocks` elsewhere. Every writer of a date takes its lock through one."""
+
+    def date_lock(self, date: str, owner: str) -> AbstractContextManager[Lease]:
+        """Hold `locks/<date>.lock` for the block, or raise DateLockedError after waiting."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreLocks:
+    """The date locks of `store` with a fixed TTL and wait: `DateLocks` from plain values."""
+
+    store: Store
+    ttl_seconds: float
+    wait_seconds: float
+
+    def date_lock(self, date: str, owner: str) -> AbstractContextManager[Lease]:
+        return self.store.date_lock(
+            date, owner, ttl_seconds=self.ttl_seconds, wait_seconds=self.wait_seconds
+        )
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could escape the root or alias another key."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:

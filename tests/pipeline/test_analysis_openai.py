@@ -567,7 +567,8 @@ def test_the_window_sends_only_what_a_completed_save_marked(
     from convsync_pipeline.pipeline.analyse import analyse_date
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
-    from convsync_pipeline.resources.convsync import make_analyzer
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     concurrency = 4
     store = LocalStore(tmp_path / "store")
@@ -578,7 +579,8 @@ def test_the_window_sends_only_what_a_completed_save_marked(
     ids = [f"w-{n:02d}" for n in range(40)]
     upload(store, *ids)
     list(ingest_new_uploads(store, settings))
-    assert merge_date(store, settings, D, "seed").added == len(ids)
+    locks = locks_from_settings(store, settings)
+    assert merge_date(store, locks, D, "seed").added == len(ids)
 
     if saves == "in a worker thread":  # every save counts as slow: thread after the first 5
         monkeypatch.setattr(analyse, "THREAD_SAVE_AFTER_SECONDS", -1.0)
@@ -627,7 +629,7 @@ def test_the_window_sends_only_what_a_completed_save_marked(
 
     openai_server._handle = handle  # type: ignore[method-assign]
 
-    report = analyse_date(store, settings, lambda: make_analyzer(settings), D, "window-test")
+    report = analyse_date(store, locks, settings, lambda: make_analyzer(settings), D, "window-test")
 
     assert problems == []
     loop_thread = threading.current_thread().name

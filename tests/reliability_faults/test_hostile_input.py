@@ -47,6 +47,7 @@ from convsync_pipeline.core.keys import (
 from convsync_pipeline.core.staging import StagedUpload
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads, read_upload_report
 from convsync_pipeline.pipeline.merge_date import merge_date
+from convsync_pipeline.resources.blob_lock import locks_from_settings
 from convsync_pipeline.settings import Settings, load_settings
 from convsync_pipeline.store.base import Store, check_key
 from convsync_pipeline.store.local import LocalStore
@@ -559,7 +560,7 @@ def _check_property_store(
     lines = [line for info in store.list("quarantine/") for line in _lines(store.read(info.key))]
     assert len(lines) == quarantined
     for date in sorted(dates):
-        merge_date(store, settings_, date, "prop-test")
+        merge_date(store, locks_from_settings(store, settings_), date, "prop-test")
         document = json.loads(store.read(document_key(date)) or b"{}")
         ids = [c["id"] for c in document["conversations"]]
         assert len(ids) == len(set(ids))
