@@ -115,7 +115,15 @@ def read_upload_report(store: Store, upload_key: str, etag: str) -> UploadReport
 
 
 def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadReport | None:
-    """Parse, group, stage and quarantine one upload; None if it vanished meanwhile.
+    """Parse, group, stage and quarantine the upload's current version; None if it vanished."""
+    return ingest_version(store, settings, info.key)
+
+
+def ingest_version(
+    store: Store, settings: Settings, key: str, etag: str | None = None
+) -> UploadReport | None:
+    """Parse, group, stage and quarantine one upload version (`etag`; None: the current
+    one); None if that version is gone meanwhile.
 
     The upload is streamed from the store and read a part at a time (`core.formats`); its
     messages are grouped within CONVSYNC_INGEST_MEMORY_MB, spilling to local disk past it
@@ -123,7 +131,7 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
     read, if the parser needs one, is of the same version or nothing.
     """
     started = time.monotonic()
-    with store.open_versioned(info.key) as found:
+    with store.open_versioned(key, etag) as found:
         if found is None:
             return None
         etag, unread = found.token, [found.stream]
@@ -133,17 +141,17 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
             if unread:  # the first read: the stream already open
                 yield unread.pop()
                 return
-            with store.open_versioned(info.key, etag) as same:
+            with store.open_versioned(key, etag) as same:
                 if same is None:
                     raise _UploadReplaced
                 yield same.stream
 
         limits = read_limits(settings)
-        source = source_of(info.key, open_this_version, size=found.size, limits=limits)
+        source = source_of(key, open_this_version, size=found.size, limits=limits)
         with (
             bulk_work(),
             tempfile.TemporaryDirectory(prefix="convsync-ingest-", dir=settings.spill_dir) as tmp,
-            Grouping(info.key, settings.tz, budget_bytes=settings.ingest_memory_bytes,
+            Grouping(key, settings.tz, budget_bytes=settings.ingest_memory_bytes,
                      directory=tmp) as grouping,
         ):
             sink = _IngestSink(grouping, Path(tmp) / "quarantine.jsonl")
@@ -159,19 +167,19 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
             staged = Path(tmp) / "staged.arrow"
             for date, chunks in grouping.dates():
                 with pa.OSFile(str(staged), "wb") as file:
-                    writer = StagingWriter(file, info.key, etag, date)
+                    writer = StagingWriter(file, key, etag, date)
                     for ids, texts in chunks:
                         writer.write(ids, texts)
                     writer.close()
-                store.write_file(staging_key(date, info.key, etag), str(staged))
+                store.write_file(staging_key(date, key, etag), str(staged))
                 conversations_by_date[date] = writer.rows
             quarantined_at = None
             if sink.quarantined:
-                quarantined_at = quarantine_key(info.key, etag)
+                quarantined_at = quarantine_key(key, etag)
                 store.write_file(quarantined_at, str(sink.quarantine_path))
             spill = grouping.stats
     report = UploadReport(
-        upload=info.key,
+        upload=key,
         etag=etag,
         records_in=sink.records_in,
         accepted=sink.accepted,
@@ -179,11 +187,11 @@ def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadR
         conversations_by_date=dict(sorted(conversations_by_date.items())),
         quarantine_key=quarantined_at,
         ingested_at=utc_now_iso(),
-        bytes=found.size if found.size is not None else info.size,
+        bytes=found.size or 0,
         seconds=round(time.monotonic() - started, 3),
         spilled_bytes=spill.spilled_bytes,
     )
-    store.write(upload_index_key(info.key, etag), report.to_json())
+    store.write(upload_index_key(key, etag), report.to_json())
     return report
 
 
@@ -249,13 +257,13 @@ class _IngestSink:
 
 
 def ingest_new_uploads(
-    store: Store, settings: Settings, *, time_budget_seconds: float | None = None
+    store: Store, settings: Settings, *, skip: frozenset[str] = frozenset()
 ) -> Iterator[UploadReport]:
-    """Ingest every upload not yet indexed, in key order; stop early when the budget is spent."""
-    started = time.monotonic()
+    """Ingest every upload not yet indexed, in key order, except the upload ids in `skip`
+    (those an ingest run is working on)."""
     for info in unindexed_uploads(store):
-        if time_budget_seconds is not None and time.monotonic() - started > time_budget_seconds:
-            return
+        if upload_id(info.key, info.etag) in skip:
+            continue
         report = ingest_upload(store, settings, info)
         if report is not None:
             yield report

@@ -1,4 +1,5 @@
-"""`new_upload_sensor` and the daily schedule, evaluated the way Dagster's daemon does."""
+"""`new_upload_sensor`, the ingest run, `ingested_upload_sensor` and the daily schedule,
+evaluated the way Dagster's daemon does."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import build_schedule_context
+from dagster import (
+    DagsterEventType,
+    build_run_status_sensor_context,
+    build_schedule_context,
+    instance_for_test,
+)
 
+from convsync_pipeline.core.keys import upload_id
 from convsync_pipeline.definitions import build_definitions
+from convsync_pipeline.resources import build_resources
+from convsync_pipeline.store.local import LocalStore
 from tests.dagster.helpers import csv_upload, sensor_ticker, settings_for
 
 ROWS_11_12 = (
@@ -25,12 +34,20 @@ def sensor_env(store_factory):
     return store, tick
 
 
-def test_requests_exactly_the_dates_each_new_upload_contains_once(sensor_env):
+def _uploads(requests) -> list[str]:
+    return [r.run_config["ops"]["ingest_upload"]["config"]["upload"] for r in requests]
+
+
+def test_requests_one_ingest_run_per_new_upload_version_once(sensor_env):
     store, tick = sensor_env
     store.write("incoming/x/first.csv", csv_upload(*ROWS_11_12))
-    requests, cursor = tick(None)
-    assert sorted(r.partition_key for r in requests) == ["2026-02-11", "2026-02-12"]
-    assert len({r.run_key for r in requests}) == 2
+    (request,), cursor = tick(None)
+    [info] = store.list("incoming/x/first.csv")
+    assert request.run_key == upload_id(info.key, info.etag)  # one run per upload version
+    assert request.run_config == {"ops": {"ingest_upload": {"config": {
+        "upload": "incoming/x/first.csv", "etag": info.etag}}}}
+    assert request.tags["convsync/upload"] == "incoming/x/first.csv"
+    assert request.partition_key is None  # the dates are the run's to find
 
     again, cursor = tick(cursor)
     assert again == [], "an upload is requested once"
@@ -40,12 +57,26 @@ def test_requests_exactly_the_dates_each_new_upload_contains_once(sensor_env):
     )
     store.write("incoming/z/last.csv", csv_upload(("d", "2026-02-11T05:00:00Z", "user", "y")))
     newer, cursor = tick(cursor)
-    assert sorted(r.partition_key for r in newer) == ["2026-02-11", "2026-02-13"]
-    assert {r.tags["convsync/upload"] for r in newer} == {
-        "incoming/a-earlier-key.csv",
-        "incoming/z/last.csv",
-    }
+    assert sorted(_uploads(newer)) == ["incoming/a-earlier-key.csv", "incoming/z/last.csv"]
     assert tick(cursor)[0] == []
+
+    store.write("incoming/x/first.csv", csv_upload(("e", "2026-02-14T05:00:00Z", "user", "z")))
+    (replaced,), cursor = tick(cursor)  # new bytes under an old key: a new upload version
+    assert _uploads([replaced]) == ["incoming/x/first.csv"]
+    assert replaced.run_key != request.run_key
+
+
+def test_the_upload_sensor_targets_the_ingest_job_and_the_run_sensor_the_daily_job(tmp_path):
+    definitions = build_definitions(settings_for({"CONVSYNC_STORE": str(tmp_path)}))
+    assert definitions.resolve_sensor_def("new_upload_sensor").job_name == "convsync_ingest"
+    follow = definitions.resolve_sensor_def("ingested_upload_sensor")
+    assert [target.job_name for target in follow.targets] == ["convsync_daily"]
+    assert follow.default_status.value == "RUNNING"
+    ingest = definitions.resolve_job_def("convsync_ingest")
+    assert ingest.tags["convsync/ingest"] == "true"  # dagster.yaml: two ingest runs at a time
+    [node] = ingest.graph.node_defs
+    assert node.retry_policy is not None and node.retry_policy.max_retries == 3
+    assert set(node.required_resource_keys) == {"blob_store"}
 
 
 def test_many_same_second_arrivals_are_each_requested_once(sensor_env):
@@ -63,12 +94,93 @@ def test_many_same_second_arrivals_are_each_requested_once(sensor_env):
     assert [r.tags["convsync/upload"] for r in requests] == ["incoming/burst/late.csv"]
 
 
-def test_non_uploads_and_dates_outside_the_partitions_are_not_requested(sensor_env):
+def test_non_uploads_are_not_requested(sensor_env):
     store, tick = sensor_env
     store.write("incoming/readme.txt", b"not an upload")
-    store.write("incoming/old.csv", csv_upload(("o", "2020-01-01T10:00:00Z", "user", "x")))
+    store.write("incoming/notes.csv.zip", b"not an upload either")
     requests, _ = tick(None)
     assert requests == []
+
+
+def test_a_tick_never_reads_an_upload_even_a_1_gb_one(tmp_path, monkeypatch):
+    """The sensor lists and requests; the body is the ingest run's to read."""
+    store_root = tmp_path / "store"
+    big = store_root / "incoming" / "2026-02-11" / "huge.csv"
+    big.parent.mkdir(parents=True)
+    with big.open("wb") as handle:  # 1 GB, sparse: nothing of it is ever read here
+        handle.truncate(2**30)
+    settings = settings_for({"CONVSYNC_STORE": str(store_root)})
+    tick = sensor_ticker(settings)
+
+    def no_reading(self, key, *args, **kwargs):
+        raise AssertionError(f"the sensor read {key}")
+
+    for name in ("read", "read_versioned", "open_versioned"):
+        monkeypatch.setattr(LocalStore, name, no_reading)
+    (request,), cursor = tick(None)
+    assert request.tags["convsync/upload"] == "incoming/2026-02-11/huge.csv"
+    assert tick(cursor)[0] == []
+
+
+def _ingest_run(settings, instance, upload: str, etag: str):
+    definitions = build_definitions(settings)
+    job = definitions.resolve_job_def("convsync_ingest")
+    return job.execute_in_process(
+        run_config={"ops": {"ingest_upload": {"config": {"upload": upload, "etag": etag}}}},
+        resources=build_resources(settings),
+        instance=instance,
+        tags={"convsync/upload_id": upload_id(upload, etag)},
+    )
+
+
+def _after_success(settings, instance, result):
+    """`ingested_upload_sensor` evaluated for the ingest run's success event."""
+    sensor = build_definitions(settings).resolve_sensor_def("ingested_upload_sensor")
+    [event] = [
+        e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS
+    ]
+    with build_run_status_sensor_context(
+        sensor_name="ingested_upload_sensor",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources=build_resources(settings),
+    ) as context:
+        return sensor(context) or []
+
+
+def test_an_ingest_run_stages_the_upload_and_its_dates_runs_follow(store_factory):
+    store = store_factory()
+    settings = settings_for(store_factory.env(store))
+    rows = (*ROWS_11_12, ("old", "2020-01-01T10:00:00Z", "user", "before the partitions"))
+    store.write("incoming/x/first.csv", csv_upload(*rows, ("", "bad", "user", "no id")))
+    [info] = store.list("incoming/x/first.csv")
+    with instance_for_test() as instance:
+        result = _ingest_run(settings, instance, info.key, info.etag)
+        assert result.success
+        [materialized] = [
+            e for e in result.all_events if e.event_type == DagsterEventType.STEP_OUTPUT
+        ]
+        metadata = {k: v.value for k, v in materialized.step_output_data.metadata.items()}
+        assert metadata["status"] == "ingested"
+        assert (metadata["records_in"], metadata["records_accepted"],
+                metadata["records_quarantined"]) == (4, 3, 1)
+        assert metadata["date_count"] == 3 and metadata["bytes"] == info.size
+        assert metadata["peak_memory_mb"] > 0 and metadata["seconds"] >= 0
+        requests = _after_success(settings, instance, result)
+        uid = upload_id(info.key, info.etag)
+        assert [(r.partition_key, r.run_key) for r in requests] == [
+            ("2026-02-11", f"{uid}:2026-02-11"), ("2026-02-12", f"{uid}:2026-02-12"),
+        ]  # 2020-01-01 is outside the partitions: not requested
+        assert all(r.job_name in (None, "convsync_daily") for r in requests)
+
+        again = _ingest_run(settings, instance, info.key, info.etag)  # a re-execution
+        [output] = [e for e in again.all_events if e.event_type == DagsterEventType.STEP_OUTPUT]
+        assert output.step_output_data.metadata["status"].value == "already ingested"
+        assert [r.run_key for r in _after_success(settings, instance, again)] == [
+            r.run_key for r in requests
+        ]  # the same keys: the daemon starts none of them twice
+    assert len(list(store.list("quarantine/"))) == 1
 
 
 @pytest.mark.parametrize(
