@@ -482,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int,
                         help="CONVSYNC_INGEST_MEMORY_MB for the ingest (default: convsync's)")
     parser.add_argument("--keep", type=Path, help="use this folder instead of a temp dir")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: use the upload generated there by an earlier run")
     parser.add_argument("--quiet-load", type=float,
                         help="before each run, wait (up to 10 min) for a 1-min load under this")
     parser.add_argument("--code", action="append", default=[],
@@ -499,16 +501,25 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         upload, earlier = workdir / "export.csv", workdir / "earlier.csv"
-        started = time.perf_counter()
-        stats = generate(upload, args.rows, days=args.days, seed=args.seed, earlier_path=earlier)
-        print(f"generate_s: {time.perf_counter() - started:.2f}", flush=True)
+        generated = workdir / f"generated-{args.rows}-{args.days}-{args.seed}.json"
+        if args.reuse and generated.exists() and upload.exists() and earlier.exists():
+            stats = json.loads(generated.read_text())
+            print(f"reused: {upload}", flush=True)
+        else:
+            started = time.perf_counter()
+            stats = generate(
+                upload, args.rows, days=args.days, seed=args.seed, earlier_path=earlier
+            )
+            generated.write_text(json.dumps(stats))
+            print(f"generate_s: {time.perf_counter() - started:.2f}", flush=True)
         key = UPLOAD_KEY
         if args.gzip:
             started = time.perf_counter()
-            with upload.open("rb") as plain, gzip.open(f"{upload}.gz", "wb", 6) as packed:
-                shutil.copyfileobj(plain, packed, 1 << 20)
-            upload.unlink()
-            upload, key = Path(f"{upload}.gz"), UPLOAD_KEY + ".gz"
+            packed_path = Path(f"{upload}.gz")
+            if not (args.reuse and packed_path.exists()):
+                with upload.open("rb") as plain, gzip.open(packed_path, "wb", 6) as packed:
+                    shutil.copyfileobj(plain, packed, 1 << 20)
+            upload, key = packed_path, UPLOAD_KEY + ".gz"
             args.skip_rowwise = True
             print(f"gzip_s: {time.perf_counter() - started:.2f}", flush=True)
         if args.memory_mb:

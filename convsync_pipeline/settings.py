@@ -19,7 +19,7 @@ DEFAULT_STORE = "./convsync-store"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # What one ingest may use for an upload's messages (grouping, parse blocks, one JSON
 # document): with Python, pyarrow and Dagster around it, a run fits a 2 GB pod.
-DEFAULT_INGEST_MEMORY_MB = 768
+DEFAULT_INGEST_MEMORY_MB = 1024
 
 
 class SettingsError(ValueError):
