@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.dagster_dev import DagsterDev, dagster_dev, wait_until
+from tests.fixtures.dagster_dev import DagsterDev, convsync_env, dagster_dev, wait_until
 from tests.fixtures.postgres import PgConn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -117,16 +117,6 @@ mutation SetCursor($selector: SensorSelector!, $cursor: String) {
 }
 """
 
-START_SENSOR = """
-mutation StartSensor($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { sensorState { status } }
-    ... on PythonError { message }
-    ... on SensorNotFoundError { message }
-  }
-}
-"""
 
 REPOSITORY_QUERY = """
 query Repository($selector: RepositorySelector!) {
@@ -210,16 +200,7 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
     store = tmp_path / "store"
     store.mkdir()
     _drop_upload(store, "incoming/backfill/export.csv", _conversations_csv(BACKFILL_DATES, "b"))
-    env: dict[str, str | None] = {
-        **postgres_database.dagster_env(),
-        "CONVSYNC_STORE": str(store),
-        "CONVSYNC_ANALYZER": "local",
-        "CONVSYNC_TIMEZONE": "UTC",
-        "CONVSYNC_START_DATE": "2026-01-01",
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "CONVSYNC_S3_ENDPOINT_URL": None,
-    }
+    env: dict[str, str | None] = {**postgres_database.dagster_env(), **convsync_env(store)}
     started = time.monotonic()
     with dagster_dev(
         production_home, env=env, target=("-m", MODULE), log_path=tmp_path / "dagster-dev.log"
@@ -284,7 +265,7 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
         assert persisted["__typename"] == "Sensor", persisted
         # Dropped before the start, so the sensor's first tick sees it (ticks are 30 s apart).
         _drop_upload(store, "incoming/sensor/new.csv", _conversations_csv([SENSOR_DATE], "s"))
-        start = dev.graphql(START_SENSOR, {"selector": sensor})["startSensor"]
+        start = dev.start_sensor(sensor)
         assert start["__typename"] == "Sensor", start
         assert start["sensorState"]["status"] == "RUNNING"
         sensor_filter = {"tags": [{"key": "dagster/sensor_name", "value": SENSOR}]}

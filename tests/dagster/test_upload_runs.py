@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.dagster_dev import DagsterDev, dagster_dev, wait_until
+from tests.fixtures.dagster_dev import DagsterDev, convsync_env, dagster_dev, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -30,15 +30,6 @@ RUNS = """
 query Runs($filter: RunsFilter) {
   runsOrError(filter: $filter, limit: 100) {
     ... on Runs { results { runId jobName status tags { key value } } }
-  }
-}
-"""
-START_SENSOR = """
-mutation StartSensor($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { sensorState { status } }
-    ... on PythonError { message }
   }
 }
 """
@@ -91,17 +82,8 @@ def test_each_upload_gets_one_ingest_run_and_its_dates_runs_follow(tmp_path: Pat
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     store = tmp_path / "store"
     store.mkdir()
-    env: dict[str, str | None] = {
-        "CONVSYNC_STORE": str(store),
-        "CONVSYNC_ANALYZER": "local",
-        "CONVSYNC_TIMEZONE": "UTC",
-        "CONVSYNC_START_DATE": "2026-01-01",
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "CONVSYNC_S3_ENDPOINT_URL": None,
-    }
     started = time.monotonic()
-    with dagster_dev(home, env=env, target=("-m", MODULE),
+    with dagster_dev(home, env=convsync_env(store), target=("-m", MODULE),
                      log_path=tmp_path / "dagster-dev.log") as dev:
         dev.wait_for_location(MODULE, timeout=180)
         follow = {**SELECTOR, "sensorName": "ingested_upload_sensor"}
@@ -118,9 +100,7 @@ def test_each_upload_gets_one_ingest_run_and_its_dates_runs_follow(tmp_path: Pat
                    on_timeout=dev.log_tail)
         for key, dates in UPLOADS.items():
             _drop(store, key, dates)
-        start = dev.graphql(
-            START_SENSOR, {"selector": {**SELECTOR, "sensorName": "new_upload_sensor"}}
-        )["startSensor"]
+        start = dev.start_sensor({**SELECTOR, "sensorName": "new_upload_sensor"})
         assert start["__typename"] == "Sensor", start
         expected_pairs = {(k, d) for k, dates in UPLOADS.items() for d in dates}
 
