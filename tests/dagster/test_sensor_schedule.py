@@ -4,6 +4,7 @@ evaluated the way Dagster's daemon does."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -206,3 +207,22 @@ def test_schedule_requests_the_previous_day(tmp_path, timezone, tick_time, expec
     request = schedule.evaluate_tick(context)
     (run,) = request.run_requests
     assert run.partition_key == expected
+
+
+def test_a_bomb_ends_its_ingest_run_green_counted_and_requests_no_date(store_factory):
+    store = store_factory()
+    settings = settings_for(store_factory.env(store), CONVSYNC_MAX_INFLATE_RATIO="10")
+    line = b'{"conversation_id": "b", "timestamp": "2026-02-11T10:00:00Z"}\n'
+    store.write("incoming/x/bomb.jsonl.gz", gzip.compress(line * 100_000, 9) * 20)
+    [info] = store.list("incoming/x/bomb.jsonl.gz")
+    with instance_for_test() as instance:
+        result = _ingest_run(settings, instance, info.key, info.etag)
+        assert result.success  # the upload's content never fails the run
+        [output] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_OUTPUT]
+        metadata = {k: v.value for k, v in output.step_output_data.metadata.items()}
+        assert (metadata["records_in"], metadata["records_accepted"],
+                metadata["records_quarantined"], metadata["date_count"]) == (1, 0, 1, 0)
+        assert _after_success(settings, instance, result) == []
+    assert list(store.list("staging/")) == []
+    [quarantined] = store.list("quarantine/")
+    assert b"decompression bomb" in (store.read(quarantined.key) or b"")
