@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import (
     DagsterEventType,
+    DagsterRunStatus,
     build_run_status_sensor_context,
     build_schedule_context,
     instance_for_test,
 )
 
+from convsync_pipeline.assets.upload_ingest import ingest_run_request
 from convsync_pipeline.core.keys import upload_id
 from convsync_pipeline.definitions import build_definitions
+from convsync_pipeline.pipeline.ingest import UploadReport
 from convsync_pipeline.resources import build_resources
 from convsync_pipeline.store.local import LocalStore
-from tests.dagster.helpers import csv_upload, sensor_ticker, settings_for
+from tests.dagster.helpers import csv_upload, run_date, sensor_ticker, settings_for
 
 ROWS_11_12 = (
     ("a", "2026-02-11T10:00:00Z", "user", "hi"),
@@ -226,3 +230,29 @@ def test_a_bomb_ends_its_ingest_run_green_counted_and_requests_no_date(store_fac
     assert list(store.list("staging/")) == []
     [quarantined] = store.list("quarantine/")
     assert b"decompression bomb" in (store.read(quarantined.key) or b"")
+
+
+def test_a_daily_run_leaves_an_upload_to_its_running_ingest_run(tmp_path):
+    """Backfills and the schedule still ingest what is not ingested yet, except an upload
+    whose ingest run is queued or running: that run ingests it, and its dates follow."""
+    settings = settings_for({"CONVSYNC_STORE": str(tmp_path)})
+    store = LocalStore(tmp_path)
+    store.write("incoming/x/queued.csv", csv_upload(("q", "2026-02-11T10:00:00Z", "user", "a")))
+    store.write("incoming/x/plain.csv", csv_upload(("p", "2026-02-11T11:00:00Z", "user", "b")))
+    [queued] = store.list("incoming/x/queued.csv")
+    ingest_job = build_definitions(settings).resolve_job_def("convsync_ingest")
+    with instance_for_test() as instance:
+        request = ingest_run_request(queued)
+        instance.create_run_for_job(
+            ingest_job,
+            run_config=request.run_config,
+            tags={**ingest_job.tags, **request.tags},
+            status=DagsterRunStatus.STARTED,
+        )
+        assert run_date(settings, "2026-02-11", instance=instance).success
+    [indexed] = [
+        UploadReport.from_json(store.read(i.key) or b"") for i in store.list("state/uploads/")
+    ]
+    assert indexed.upload == "incoming/x/plain.csv"
+    document = json.loads(store.read("conversations/2026-02-11.json") or b"")
+    assert [c["id"] for c in document["conversations"]] == ["p"]
