@@ -46,6 +46,9 @@ from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo
 
 SLACK = dt.timedelta(minutes=10)
+# Run requests one tick hands the daemon at most; a bucket's first listing may hold many
+# thousands of uploads: the rest, oldest first, go to the next ticks.
+REQUESTS_PER_TICK = 500
 # Dagster's run-status sensor passes a beta parameter to its own SensorDefinition: pinned
 # (dagster==1.13.27), said once here rather than at every code load.
 warnings.filterwarnings(
@@ -129,9 +132,12 @@ def build_upload_sensor(ingest_job):
         fresh = new_uploads(list(store.list(INCOMING)), cursor)
         if not fresh:
             return SkipReason("no new uploads in incoming/")
+        handled, left = fresh[:REQUESTS_PER_TICK], fresh[REQUESTS_PER_TICK:]
+        if left:
+            context.log.info(f"{len(left)} more new uploads left for the next ticks")
         return SensorResult(
-            run_requests=[ingest_run_request(info) for info in fresh],
-            cursor=advance(cursor, fresh, []).encode(),
+            run_requests=[ingest_run_request(info) for info in handled],
+            cursor=advance(cursor, handled, left).encode(),
         )
 
     return new_upload_sensor

@@ -17,6 +17,7 @@ from dagster import (
     instance_for_test,
 )
 
+from convsync_pipeline import sensors
 from convsync_pipeline.assets.upload_ingest import ingest_run_request
 from convsync_pipeline.core.keys import upload_id
 from convsync_pipeline.definitions import build_definitions
@@ -256,3 +257,20 @@ def test_a_daily_run_leaves_an_upload_to_its_running_ingest_run(tmp_path):
     assert indexed.upload == "incoming/x/plain.csv"
     document = json.loads(store.read("conversations/2026-02-11.json") or b"")
     assert [c["id"] for c in document["conversations"]] == ["p"]
+
+
+def test_a_large_backlog_is_requested_over_several_ticks_each_upload_once(
+    sensor_env, monkeypatch
+):
+    store, tick = sensor_env
+    monkeypatch.setattr(sensors, "REQUESTS_PER_TICK", 3)
+    keys = [f"incoming/backlog/{n:02d}.csv" for n in range(8)]
+    for key in keys:
+        store.write(key, csv_upload(("c", "2026-02-11T10:00:00Z", "user", key)))
+    requested, cursor, sizes = [], None, []
+    for _ in range(6):
+        requests, cursor = tick(cursor)
+        sizes.append(len(requests))
+        requested += _uploads(requests)
+    assert sizes == [3, 3, 2, 0, 0, 0]
+    assert sorted(requested) == keys
