@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -84,12 +85,17 @@ class Grouping:
         self._held_bytes = 0
         self._buckets: _Buckets | None = None
         self._runs: list[_Run] = []
+        # Unlinking a large file frees its extents for a while (1.8 s of a 10M-row ingest):
+        # done on a thread of its own while the next bucket is grouped.
+        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsync-unlink")
+        self._deleting: list[Future[None]] = []
 
     def __enter__(self) -> Grouping:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        self._deleter.shutdown(wait=True)
 
     def add(self, messages: pa.Table) -> None:
         """One part's rendered messages, in upload order."""
@@ -111,6 +117,9 @@ class Grouping:
 
     def close(self) -> None:
         self._held, self._held_bytes, self._buckets, self._runs = [], 0, None, []
+        for deleting in self._deleting:
+            deleting.result()
+        self._deleting = []
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
@@ -149,14 +158,14 @@ class Grouping:
             with pa.OSFile(str(path)) as handle:
                 for batch in pa.ipc.open_stream(handle):
                     buckets.write(pa.Table.from_batches([batch]))
-            path.unlink()
+            self._delete(path)
             buckets.close()
             for sub_path, sub_size in buckets.files():
                 self._group(sub_path, sub_size, salt + 1)
             return
         with pa.OSFile(str(path)) as handle:
             table = pa.ipc.open_stream(handle).read_all()
-        path.unlink()
+        self._delete(path)
         self.stats.units += 1
         run = _Run(path.with_suffix(".run"))
         row = 0
@@ -177,6 +186,9 @@ class Grouping:
         pa.default_memory_pool().release_unused()
         self.stats.spilled_bytes += os.path.getsize(run.path)
         self._runs.append(run)
+
+    def _delete(self, path: Path) -> None:
+        self._deleting.append(self._deleter.submit(path.unlink))
 
     def _merged(self, date: str) -> Chunks:
         """The date's conversations from every run, in order of first appearance."""
