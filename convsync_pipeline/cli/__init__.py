@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from convsync_pipeline.settings import SettingsError
 from convsync_pipeline.store.base import StoreError
@@ -18,10 +19,20 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
+def installed_version() -> str:
+    try:
+        return version("convsync")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: run scripts/setup)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convsync",
         description="Keep conversation exports in blob storage in sync with their AI analysis.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"convsync {installed_version()}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
