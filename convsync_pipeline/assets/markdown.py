@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int = 50) -> str:
@@ -10,8 +11,24 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int =
     rows = list(rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows[:limit]:
-        cells = (str(cell).replace("|", "\\|").replace("\n", " ") for cell in row)
+        cells = (plain(cell).replace("|", "\\|").replace("\n", " ") for cell in row)
         lines.append("| " + " | ".join(cells) + " |")
     if len(rows) > limit:
         lines.append(f"\n… and {len(rows) - limit} more rows")
     return "\n".join(lines)
+
+
+def plain(value: object) -> str:
+    """A value as a person reads it: `positive 3, negative 1` for a mapping, items joined by
+    commas for a list, never a Python repr."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {plain(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(plain(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    if isinstance(value, str | int):
+        return str(value)
+    return json.dumps(value, default=str)

@@ -12,6 +12,7 @@ from dagster import (
 
 from convsync_pipeline.assets.markdown import table
 from convsync_pipeline.assets.ranges import set_aside_locked
+from convsync_pipeline.core.summary import DailySummary
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.summarise import write_daily_summary
@@ -20,6 +21,10 @@ from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError
 
 CHECK = "summary_matches_document"
+CHECK_DESCRIPTION = (
+    "summaries/D.json was computed from the date document's current version "
+    "(its documentVersion); a stale one is rewritten by materialising daily_summary."
+)
 
 
 def build_summary_asset(settings: Settings):
@@ -28,7 +33,7 @@ def build_summary_asset(settings: Settings):
         group_name="convsync",
         deps=["ai_analysis"],
         backfill_policy=BACKFILL_POLICY,
-        check_specs=[AssetCheckSpec(CHECK, asset="daily_summary")],
+        check_specs=[AssetCheckSpec(CHECK, asset="daily_summary", description=CHECK_DESCRIPTION)],
     )
     def daily_summary(
         context: AssetExecutionContext, convsync: ConvsyncResource
@@ -62,18 +67,25 @@ def build_summary_asset(settings: Settings):
     return daily_summary
 
 
-def _metadata(summary) -> dict:
+def _metadata(summary: DailySummary) -> dict:
+    """The date's totals by status (as `ai_analysis` records them), then what the summary says;
+    the sentiment mix as JSON and in the table, never as a Python repr."""
     counts = summary.summary
     return {
         "total": counts.total,
         "success": counts.success,
         "failed": counts.failed,
         "pending": counts.pending,
+        "processing": counts.processing,
         "processed_count": summary.processedCount,
         "success_rate": summary.successRate if summary.successRate is not None else 0.0,
         "mean_sentiment": summary.meanSentimentScore or 0.0,
         "escalation_rate": summary.escalationRate or 0.0,
         "document_version": summary.documentVersion,
+        "sentiment": MetadataValue.json(summary.sentiment),
+        "top_topics": MetadataValue.json(
+            [{"topic": t.topic, "count": t.count} for t in summary.topTopics[:10]]
+        ),
         "summary": MetadataValue.md(
             table(
                 ["measure", "value"],
@@ -82,8 +94,9 @@ def _metadata(summary) -> dict:
                     ["analysed", counts.success],
                     ["failed", counts.failed],
                     ["pending", counts.pending],
+                    ["processing", counts.processing],
                     ["sentiment", summary.sentiment],
-                    ["top topics", ", ".join(t.topic for t in summary.topTopics[:5])],
+                    ["top topics", [t.topic for t in summary.topTopics[:5]] or "-"],
                     ["escalations", summary.escalations],
                     ["messages / conversation", summary.messagesPerConversation.mean],
                 ],
