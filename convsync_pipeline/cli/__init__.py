@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        # Inside a Dagster run the `convsync` logger is raised to INFO for the event log; its
+        # lines reach this terminal only with `demo --verbose`.
+        handler.setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

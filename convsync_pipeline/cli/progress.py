@@ -28,6 +28,7 @@ class ProgressLine:
         self.last_tenth = -1
 
     def __call__(self, done: int, total: int, item: str) -> None:
+        sys.stdout.flush()  # what was printed before comes first, also in a shared log
         if self.tty:
             filled = round(self.width * done / total) if total else self.width
             bar = "#" * filled + "." * (self.width - filled)

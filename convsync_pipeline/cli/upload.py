@@ -113,12 +113,14 @@ def next_steps(settings: Settings, planned: list[tuple[Path, str]]) -> list[str]
         lines.append("next: process them")
     lines.append("  - as uploads land: turn on new_upload_sensor (`dg dev`, Automation tab)")
     if dates:
+        # A range is one run (the assets' single-run backfill policy); `dg launch` accepts a
+        # range only for a selection of such assets, hence the group rather than '*'.
         target = (
-            f"--partition {dates[0]}"
+            f"'*' --partition {dates[0]}"
             if len(dates) == 1
-            else f"--partition-range {dates[0]}...{dates[-1]}"
+            else f"'group:convsync' --partition-range {dates[0]}...{dates[-1]}"
         )
-        lines.append(f"  - now, from this shell: dg launch --assets '*' {target}")
+        lines.append(f"  - now, from this shell: dg launch --assets {target}")
     elif dates is None:
         lines.append("  - now, from this shell: dg launch --assets '*' --partition DATE")
     return lines

@@ -99,7 +99,8 @@ def test_upload_ends_with_the_dates_and_the_next_step(
     assert "1 of them before CONVSYNC_START_DATE=2026-02-10" in result.out
     assert "turn on new_upload_sensor" in result.out
     # Only partitions are offered: 2026-02-09 is before the first one.
-    assert "dg launch --assets '*' --partition-range 2026-02-11...2026-02-12" in result.out
+    launch = "dg launch --assets 'group:convsync' --partition-range 2026-02-11...2026-02-12"
+    assert launch in result.out
 
 
 def test_upload_of_one_date_names_its_partition(root: Path, tmp_path: Path, cli) -> None:
