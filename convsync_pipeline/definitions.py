@@ -1,11 +1,14 @@
 """`defs`: everything Dagster loads, built from the validated CONVSYNC_* settings.
 
-A bad variable fails loading with one message naming it (`SettingsError`).
+A bad variable fails loading with one message naming it (`SettingsError`), and that message
+is the first thing printed: Dagster would otherwise bury it under its loading traceback.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
+from types import TracebackType
 
 from dagster import BetaWarning, Definitions, in_process_executor
 
@@ -17,7 +20,7 @@ from convsync_pipeline.jobs import convsync_daily_job
 from convsync_pipeline.resources.convsync import ConvsyncResource
 from convsync_pipeline.schedules import build_daily_schedule
 from convsync_pipeline.sensors import build_upload_sensor
-from convsync_pipeline.settings import Settings, load_settings
+from convsync_pipeline.settings import Settings, SettingsError, load_settings
 
 # `dg launch --assets '*'` (or `group:…`) is how README launches a date; with dagster==1.13.27
 # each such selection prints a BetaWarning about a parameter Dagster passes itself.
@@ -50,4 +53,37 @@ def build_definitions(settings: Settings) -> Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+def settings_or_say_why() -> Settings:
+    """`load_settings()`, with a bad value said first, in one line, before Dagster's report.
+
+    Where Dagster catches the error (`dg dev`, `dg check defs`, a code server) it still shows
+    its traceback after this line and in the UI. Where nothing catches it (`dg launch`,
+    `dagster asset materialize`) the process ends with exit code 1 and only this line: the
+    traceback would show where Dagster imported us, not what to fix."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        print(f"convsync: error: {error}", file=sys.stderr, flush=True)
+        previous = sys.excepthook
+
+        def already_said(
+            kind: type[BaseException], value: BaseException, trace: TracebackType | None
+        ) -> None:
+            if not _caused_by_settings(value):
+                previous(kind, value, trace)
+
+        sys.excepthook = already_said
+        raise
+
+
+def _caused_by_settings(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SettingsError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+defs = build_definitions(settings_or_say_why())
