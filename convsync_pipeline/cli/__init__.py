@@ -15,6 +15,13 @@ from convsync_pipeline.store.base import StoreError
 COMMAND_MODULES = ("demo", "upload", "operations")
 
 
+TERMINAL = logging.StreamHandler()
+"""Log lines on stderr. WARNING and up only: inside a Dagster run the `convsync` logger is
+raised to INFO for the event log, and those lines reach the terminal only with --verbose."""
+TERMINAL.setFormatter(logging.Formatter("%(message)s"))
+TERMINAL.setLevel(logging.WARNING)
+
+
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
@@ -41,11 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    for handler in logging.getLogger().handlers:
-        # Inside a Dagster run the `convsync` logger is raised to INFO for the event log; its
-        # lines reach this terminal only with `demo --verbose`.
-        handler.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if not root.handlers:  # what logging.basicConfig would do, with the handler kept
+        root.setLevel(logging.WARNING)
+        root.addHandler(TERMINAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

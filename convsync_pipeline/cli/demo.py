@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     if args.write_samples is not None:
         return write_samples(args.write_samples, args.days, settings.tz)
     if args.verbose:
+        from convsync_pipeline.cli import TERMINAL
+
         logging.getLogger("convsync").setLevel(logging.INFO)
-        for handler in logging.getLogger().handlers:
-            handler.setLevel(logging.INFO)
+        TERMINAL.setLevel(logging.INFO)
     last_day, dates = sample_dates(args.days, settings.tz)
     settings = demo_settings(settings, dates[0])
     store = open_store(settings)
