@@ -83,8 +83,10 @@ def _metadata(summary: DailySummary) -> dict:
         "escalation_rate": summary.escalationRate or 0.0,
         "document_version": summary.documentVersion,
         "sentiment": MetadataValue.json(summary.sentiment),
-        "top_topics": MetadataValue.json(
-            [{"topic": t.topic, "count": t.count} for t in summary.topTopics[:10]]
+        "top_topics": MetadataValue.md(
+            table(["topic", "conversations"], [[t.topic, t.count] for t in summary.topTopics])
+            if summary.topTopics
+            else "No analysed conversation names a topic."
         ),
         "summary": MetadataValue.md(
             table(
