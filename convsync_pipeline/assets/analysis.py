@@ -1,6 +1,5 @@
 """`ai_analysis`: one pass over each date's due conversations, retried by Dagster's policy."""
 
-from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -16,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from convsync_pipeline.assets.markdown import plain, table
+from convsync_pipeline.assets.markdown import date_totals, plain, table
 from convsync_pipeline.assets.ranges import (
     dates_for_this_try,
     note_finished_earlier,
@@ -109,7 +108,8 @@ def build_analysis_asset(settings: Settings):
                 continue
             after[date] = load_document(store, date).document
             context.add_asset_metadata(
-                date_state(after[date]) | _metadata(report, run_settings), partition_key=date
+                date_totals(after[date].count_statuses()) | _metadata(report, run_settings),
+                partition_key=date,
             )
         if retry:
             # The only place a retried pass shows in the UI: say why it failed. A locked date
@@ -148,19 +148,6 @@ def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -
         + " failed this attempt and have attempts left; retrying the step for those dates"
         + "".join(f"; {error}" for error in locked)
     )
-
-
-def date_state(document: DateDocument) -> dict[str, Any]:
-    """The date's conversations by status, whatever this run did: the partition's latest
-    materialisation always shows where the date stands (and plots across partitions)."""
-    counts = document.count_statuses()
-    return {
-        "total": counts.total,
-        "success": counts.success,
-        "failed": counts.failed,
-        "pending": counts.pending,
-        "processing": counts.processing,
-    }
 
 
 def _metadata(report, settings: Settings) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+from convsync_pipeline.core.document import StatusSummary
+
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int = 50) -> str:
     """A markdown table, cut at `limit` rows with a note, so huge runs stay readable."""
@@ -32,3 +34,16 @@ def plain(value: object) -> str:
     if isinstance(value, str | int):
         return str(value)
     return json.dumps(value, default=str)
+
+
+def date_totals(counts: StatusSummary) -> dict[str, int]:
+    """A date's conversations by status, as every materialisation of `ai_analysis` and
+    `daily_summary` records them: the partition's latest one always shows where the date
+    stands, whatever the run itself did (and the UI plots them across partitions)."""
+    return {
+        "total": counts.total,
+        "success": counts.success,
+        "failed": counts.failed,
+        "pending": counts.pending,
+        "processing": counts.processing,
+    }

@@ -10,7 +10,7 @@ from dagster import (
     asset,
 )
 
-from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.markdown import date_totals, table
 from convsync_pipeline.assets.ranges import set_aside_locked
 from convsync_pipeline.core.summary import DailySummary
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
@@ -71,12 +71,7 @@ def _metadata(summary: DailySummary) -> dict:
     """The date's totals by status (as `ai_analysis` records them), then what the summary says;
     the sentiment mix as JSON and in the table, never as a Python repr."""
     counts = summary.summary
-    return {
-        "total": counts.total,
-        "success": counts.success,
-        "failed": counts.failed,
-        "pending": counts.pending,
-        "processing": counts.processing,
+    return date_totals(counts) | {
         "processed_count": summary.processedCount,
         "success_rate": summary.successRate if summary.successRate is not None else 0.0,
         "mean_sentiment": summary.meanSentimentScore or 0.0,
