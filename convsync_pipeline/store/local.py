@@ -219,8 +219,11 @@ class LocalStore:
     # -- reads ---------------------------------------------------------------------------
 
     def read(self, key: str) -> bytes | None:
-        found = self.read_versioned(key)
-        return None if found is None else found.data
+        """The bytes alone: no version token, so nothing is hashed."""
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
     def read_versioned(self, key: str) -> Versioned | None:
         path = self._path(key)
