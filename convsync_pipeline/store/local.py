@@ -251,12 +251,14 @@ class LocalStore:
     # -- writes --------------------------------------------------------------------------
 
     def write(self, key: str, data: bytes) -> None:
+        """No token is returned, so nothing is hashed: staging, quarantine and summaries are
+        written far more often than anyone asks for their version."""
         self._replace(key, data)
 
-    def _replace(self, key: str, data: bytes) -> str:
+    def _replace(self, key: str, data: bytes) -> os.stat_result:
         path = self._path(key)
         try:
-            return self.digests.wrote(key, self._replace_or_raise(path, data), _digest(data))
+            return self._replace_or_raise(path, data)
         except OSError as error:
             raise StoreError(
                 f"cannot write {path.relative_to(self.root).as_posix()} under {self.root}: "
@@ -294,7 +296,7 @@ class LocalStore:
             current = self.digests.of_path(key, path)
             if current != expected:
                 raise ConflictError(key, "it already exists" if expected is None else "")
-            return self._replace(key, data)
+            return self.digests.wrote(key, self._replace(key, data), _digest(data))
         finally:
             os.close(fd)
 
