@@ -130,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
     failed: dict[str, str] = {}
     rows = []
     with ProgressLine("demo", plain_from=1) as progress:
-        progress(0, len(dates), f"{dates[0]} (starting Dagster)")
         for done, date in enumerate(dates, start=1):
+            # On a terminal the bar names the date at work; plain lines report finished ones.
+            progress(done - 1, len(dates), f"{date} …" + (" (starting Dagster)" * (done == 1)))
             error = materialize_date(settings, date)
             if error is not None:
                 failed[date] = error
