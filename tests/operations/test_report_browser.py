@@ -17,7 +17,7 @@ from tests.operations.builders import analysis, conversation, document, put
 
 pytestmark = pytest.mark.slow
 
-WIDTHS = {"wide": 1400, "phone": 390}
+WIDTHS = {"wide": 1400, "tablet": 900, "phone": 390}
 DATES = [f"2026-01-{day:02d}" for day in range(1, 32)] + [
     f"2026-02-{day:02d}" for day in range(1, 11)
 ]
