@@ -1,5 +1,6 @@
 """`ai_analysis`: one pass over each date's due conversations, retried by Dagster's policy."""
 
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -14,13 +15,14 @@ from dagster import (
     asset,
 )
 
-from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.markdown import date_totals, plain, table
 from convsync_pipeline.assets.ranges import (
     dates_for_this_try,
     note_finished_earlier,
     remember_for_retry,
     set_aside_locked,
 )
+from convsync_pipeline.core.document import DateDocument
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
@@ -30,7 +32,21 @@ from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, StoreError
 
-CHECKS = ("ids_unique", "processed_count_matches", "nothing_left_processing", "no_failed")
+CHECK_DESCRIPTIONS = {
+    "ids_unique": "Every conversation id appears once in the date document (seed bug 3).",
+    "processed_count_matches": (
+        "processedCount equals the number of `success` conversations (no drift, seed bug 5)."
+    ),
+    "nothing_left_processing": (
+        "No conversation is left `processing` after the pass; one left by a dead run is "
+        "recovered by the next pass at the cost of one attempt."
+    ),
+    "no_failed": (
+        "No conversation has used up CONVSYNC_MAX_ATTEMPTS; failed ones wait for review: "
+        "`convsync failed DATE`, then `convsync requeue DATE`. A warning: it does not fail runs."
+    ),
+}
+CHECKS = tuple(CHECK_DESCRIPTIONS)
 
 
 def build_analysis_asset(settings: Settings):
@@ -45,7 +61,10 @@ def build_analysis_asset(settings: Settings):
             backoff=Backoff.EXPONENTIAL,
             jitter=Jitter.PLUS_MINUS,
         ),
-        check_specs=[AssetCheckSpec(name, asset="ai_analysis") for name in CHECKS],
+        check_specs=[
+            AssetCheckSpec(name, asset="ai_analysis", description=description)
+            for name, description in CHECK_DESCRIPTIONS.items()
+        ],
         kinds=analysis_kinds(settings),
     )
     def ai_analysis(
@@ -73,6 +92,7 @@ def build_analysis_asset(settings: Settings):
         note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
         retry: list[AnalysisReport] = []
         locked: list[DateLockedError] = []
+        after: dict[str, DateDocument] = {}  # each date's document as its pass left it
         for date in dates:
             try:
                 report = analyse_date(
@@ -93,7 +113,11 @@ def build_analysis_asset(settings: Settings):
             if report.needs_retry and not last_try:
                 retry.append(report)
                 continue
-            context.add_asset_metadata(_metadata(report, settings), partition_key=date)
+            after[date] = load_document(store, date).document
+            context.add_asset_metadata(
+                date_totals(after[date].count_statuses()) | _metadata(report, settings),
+                partition_key=date,
+            )
         if retry:
             # The only place a retried pass shows in the UI: say why it failed. A locked date
             # rides along: the retry is its next chance, and a lock conflict costs no attempt.
@@ -106,7 +130,10 @@ def build_analysis_asset(settings: Settings):
                 "; ".join(str(error) for error in locked) + " (the run's other dates are analysed)",
                 allow_retries=False,
             )
-        documents = {date: load_document(store, date).document for date in context.partition_keys}
+        documents = {
+            date: after[date] if date in after else load_document(store, date).document
+            for date in context.partition_keys
+        }
         return MaterializeResult(check_results=_checks_over(documents))
 
     return ai_analysis
@@ -189,7 +216,7 @@ def _checks_over(documents: dict) -> list[AssetCheckResult]:
             date: checks[index] for date, checks in by_date.items() if not checks[index].passed
         }
         rows = [
-            [date, ", ".join(f"{key} {value.value}" for key, value in result.metadata.items())]
+            [date, ", ".join(f"{key} {plain(item.value)}" for key, item in result.metadata.items())]
             for date, result in failing.items()
         ]
         results.append(
@@ -197,7 +224,7 @@ def _checks_over(documents: dict) -> list[AssetCheckResult]:
                 check_name=name,
                 passed=not failing,
                 severity=first.severity,
-                description=first.description,
+                description=CHECK_DESCRIPTIONS[name],
                 metadata={
                     "dates": len(by_date),
                     "first_date": min(by_date),
@@ -236,7 +263,7 @@ def _checks(document) -> list[AssetCheckResult]:
             check_name="no_failed",
             passed=not failed,
             severity=AssetCheckSeverity.WARN,
-            description="Failed conversations need manual review: `convsync failed` / `requeue`.",
+            description=CHECK_DESCRIPTIONS["no_failed"],
             metadata={
                 "failed": len(failed),
                 "failed_ids": MetadataValue.json([c.id for c in failed[:100]]),

@@ -43,4 +43,6 @@ def test_a_bad_variable_fails_loading_with_its_name(tmp_path):
         text=True,
     )
     assert result.returncode != 0
-    assert "CONVSYNC_MAX_ATTEMPTS must be a whole number, got 'three'" in result.stderr
+    message = "convsync: error: CONVSYNC_MAX_ATTEMPTS must be a whole number, got 'three'"
+    assert result.stderr.splitlines()[0] == message, "the one good message comes first"
+    assert result.stderr.strip() == message, "nothing caught it: no traceback after it"
