@@ -4,8 +4,10 @@
 `new_upload_sensor` only looks: each tick lists `incoming/` (paginated) and considers only
 uploads modified at or after the cursor's watermark minus a slack window, skipping those the
 cursor already handled; that catches same-second arrivals and keys arriving out of lexical
-order without re-reading old uploads. It never opens an upload: a tick costs the same for a
-1 KB and a 5 GB upload. Each new version gets one run of `convsync_ingest` (run key = upload
+order without re-reading old uploads. It never opens an upload, and tells versions apart by
+what the listing gives (`ObjectInfo.listed_version`: S3's ETag; a file's inode, size and
+times, not the folder store's content digest, which takes a read): a tick costs the same for
+a 1 KB and a 5 GB upload. Each new version gets one run of `convsync_ingest` (run key = upload
 id), which parses, stages and quarantines it in its own process and memory budget.
 
 The dates an upload holds are known once that run has read it. `ingested_upload_sensor` is a
@@ -36,7 +38,11 @@ from dagster import (
     sensor,
 )
 
-from convsync_pipeline.assets.upload_ingest import ingest_run_request, ingested_dates_requests
+from convsync_pipeline.assets.upload_ingest import (
+    ingest_run_request,
+    ingested_dates_requests,
+    ingested_version,
+)
 from convsync_pipeline.core.keys import INCOMING, is_upload
 from convsync_pipeline.jobs import convsync_daily_job
 from convsync_pipeline.partitions import daily_partitions
@@ -62,7 +68,8 @@ class UploadCursor:
     """A watermark on LastModified plus the uploads handled inside the slack window."""
 
     watermark: dt.datetime | None = None
-    handled: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (etag, modified)
+    # key -> (listed version, modified): the listing's own mark, so no upload is ever read
+    handled: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def encode(self) -> str:
         mark = self.watermark.isoformat() if self.watermark else None
@@ -81,7 +88,7 @@ class UploadCursor:
         if self.watermark is not None and info.last_modified < self.watermark - SLACK:
             return False
         seen = self.handled.get(info.key)
-        return seen is None or seen[0] != info.etag
+        return seen is None or seen[0] != info.listed_version
 
 
 def new_uploads(objects: list[ObjectInfo], cursor: UploadCursor) -> list[ObjectInfo]:
@@ -99,7 +106,7 @@ def advance(
     be seen again, its run key makes the repeated request a no-op.
     """
     entries = dict(cursor.handled)
-    entries.update({i.key: (i.etag, i.last_modified.isoformat()) for i in handled})
+    entries.update({i.key: (i.listed_version, i.last_modified.isoformat()) for i in handled})
     marks = [dt.datetime.fromisoformat(modified) for _, modified in entries.values()]
     if cursor.watermark:
         marks.append(cursor.watermark)
@@ -162,13 +169,14 @@ def build_ingested_upload_sensor(settings: Settings, ingest_job):
     def ingested_upload_sensor(
         context: RunStatusSensorContext, blob_store: BlobStoreResource
     ) -> list[RunRequest] | None:
-        config = context.dagster_run.run_config.get("ops", {}).get("ingest_upload", {})
-        upload = config.get("config", {})
-        if "upload" not in upload or "etag" not in upload:
+        # The version the run ingested is a tag it added: read the run as stored now.
+        run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+        upload = ingested_version(run)
+        if upload is None:  # gone before it was read: nothing staged, no date to run
             return None
         store = blob_store.store_for_run(context.instance)
-        report = read_upload_report(store, upload["upload"], upload["etag"])
-        if report is None:  # replaced before it was read: its new version has its own run
+        report = read_upload_report(store, *upload)
+        if report is None:
             return None
         valid = set(partitions.get_partition_keys(dynamic_partitions_store=None))
         return ingested_dates_requests(report, valid, context.log) or None

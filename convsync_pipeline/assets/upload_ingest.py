@@ -15,6 +15,7 @@ from dagster import (
     Backoff,
     Config,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     Jitter,
     MetadataValue,
@@ -30,7 +31,11 @@ from pydantic import Field
 
 from convsync_pipeline.assets.markdown import table
 from convsync_pipeline.core.keys import upload_id
-from convsync_pipeline.pipeline.ingest import ingest_version, read_upload_report
+from convsync_pipeline.pipeline.ingest import (
+    already_ingested,
+    ingest_version,
+    read_upload_report,
+)
 from convsync_pipeline.pipeline.memory import peak_memory
 from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings
@@ -38,7 +43,7 @@ from convsync_pipeline.store.base import ObjectInfo
 
 INGEST_JOB_NAME = "convsync_ingest"
 UPLOAD_TAG = "convsync/upload"
-UPLOAD_ID_TAG = "convsync/upload_id"
+ETAG_TAG = "convsync/ingested_etag"  # added by the run: the version it ingested
 # Runs of this job not finished yet: their uploads are being ingested (raw_conversations
 # leaves those to them).
 IN_FLIGHT = [
@@ -50,10 +55,14 @@ IN_FLIGHT = [
 
 
 class UploadConfig(Config):
-    """Which upload version to ingest; what it may cost."""
+    """Which upload to ingest; what it may cost."""
 
     upload: str = Field(description="The upload's key, under incoming/.")
-    etag: str = Field(description="The version to ingest (its store token when it was seen).")
+    etag: str | None = Field(
+        default=None,
+        description="Only this version (its store token); unset: the version there now (a "
+        "newer one than the sensor saw is then ingested here, and found done by its own run).",
+    )
     memory_mb: int | None = Field(
         default=None,
         ge=16,
@@ -63,25 +72,40 @@ class UploadConfig(Config):
 
 
 def ingest_run_request(info: ObjectInfo) -> RunRequest:
-    """The one run of `convsync_ingest` for an upload version: its run key is the upload id,
-    so asking again (another tick, a restarted daemon) never starts a second one."""
-    uid = upload_id(info.key, info.etag)
+    """The one run of `convsync_ingest` for an upload version as listed: its run key is the
+    upload id of the listing's version mark, so asking again (another tick, a restarted
+    daemon) never starts a second one, and nothing here reads the upload."""
     return RunRequest(
-        run_key=uid,
-        run_config={"ops": {"ingest_upload": {"config": {"upload": info.key, "etag": info.etag}}}},
-        tags={UPLOAD_TAG: info.key[:200], UPLOAD_ID_TAG: uid},
+        run_key=upload_id(info.key, info.listed_version),
+        run_config=_config(info.key),
+        tags={UPLOAD_TAG: info.key[:200]},
     )
 
 
+def _config(upload: str, etag: str | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"upload": upload} if etag is None else {"upload": upload,
+                                                                      "etag": etag}
+    return {"ops": {"ingest_upload": {"config": config}}}
+
+
+def _upload_of(run: DagsterRun) -> str | None:
+    config = run.run_config.get("ops", {}).get("ingest_upload", {}).get("config", {})
+    return config.get("upload")
+
+
+def ingested_version(run: DagsterRun) -> tuple[str, str] | None:
+    """(upload key, etag) an ingest run ingested (None: the upload was gone)."""
+    upload, etag = _upload_of(run), run.tags.get(ETAG_TAG)
+    return (upload, etag) if upload and etag else None
+
+
 def uploads_being_ingested(instance: DagsterInstance) -> frozenset[str]:
-    """Upload ids whose `convsync_ingest` run is queued or running."""
+    """Keys of the uploads whose `convsync_ingest` run is queued or running."""
     records = instance.get_run_records(
         filters=RunsFilter(job_name=INGEST_JOB_NAME, statuses=IN_FLIGHT)
     )
     return frozenset(
-        record.dagster_run.tags[UPLOAD_ID_TAG]
-        for record in records
-        if UPLOAD_ID_TAG in record.dagster_run.tags
+        upload for record in records if (upload := _upload_of(record.dagster_run))
     )
 
 
@@ -101,18 +125,23 @@ def build_ingest_job(settings: Settings) -> Any:
         run_settings = settings
         if config.memory_mb is not None:
             run_settings = settings.model_copy(update={"ingest_memory_mb": config.memory_mb})
-        done = read_upload_report(store, config.upload, config.etag)
+        done = (
+            read_upload_report(store, config.upload, config.etag)
+            if config.etag is not None else already_ingested(store, config.upload)
+        )
         if done is not None:
             context.log.info(f"{config.upload} was ingested already ({done.ingested_at})")
+            context.instance.add_run_tags(context.run_id, {ETAG_TAG: done.etag})
             return Output(done.__dict__, metadata=_metadata(done, "already ingested", None))
         with peak_memory() as peak:
             report = ingest_version(store, run_settings, config.upload, config.etag)
         if report is None:
             context.log.warning(
-                f"{config.upload} is no longer at version {config.etag}: its new version is "
-                "another upload, with a run of its own"
+                f"{config.upload} is gone (or no longer at version {config.etag}): nothing to "
+                "ingest; a new version is another upload, with a run of its own"
             )
-            return Output({}, metadata={"status": "replaced", "upload": config.upload})
+            return Output({}, metadata={"status": "gone", "upload": config.upload})
+        context.instance.add_run_tags(context.run_id, {ETAG_TAG: report.etag})
         context.log.info(
             f"ingested {report.upload}: {report.records_in} records in, {report.accepted} "
             f"accepted, {report.quarantined} quarantined, dates {report.dates}"
@@ -171,7 +200,7 @@ def ingested_dates_requests(
         requests.append(RunRequest(
             run_key=f"{uid}:{date}",
             partition_key=date,
-            tags={UPLOAD_TAG: report.upload[:200], UPLOAD_ID_TAG: uid},
+            tags={UPLOAD_TAG: report.upload[:200]},
         ))
     return requests
 

@@ -99,19 +99,29 @@ class _UploadReplaced(Exception):
     """The upload was replaced between two reads of one version."""
 
 
-def unindexed_uploads(store: Store) -> list[ObjectInfo]:
-    """Uploads in `incoming/` whose current version has not been ingested yet."""
+def unindexed_uploads(store: Store, *, skip: frozenset[str] = frozenset()) -> list[ObjectInfo]:
+    """Uploads in `incoming/` whose current version has not been ingested yet (apart from the
+    keys in `skip`, whose versions are not even worked out)."""
     indexed = {info.key[len(INDEX_PREFIX) : -len(".json")] for info in store.list(INDEX_PREFIX)}
     return [
         info
         for info in store.list(INCOMING)
-        if is_upload(info.key) and upload_id(info.key, info.etag) not in indexed
+        if is_upload(info.key) and info.key not in skip
+        and upload_id(info.key, info.etag) not in indexed
     ]
 
 
 def read_upload_report(store: Store, upload_key: str, etag: str) -> UploadReport | None:
     data = store.read(upload_index_key(upload_key, etag))
     return None if data is None else UploadReport.from_json(data)
+
+
+def already_ingested(store: Store, upload_key: str) -> UploadReport | None:
+    """The index entry of the upload's current version, if that version was ingested."""
+    for info in store.list(upload_key):
+        if info.key == upload_key:
+            return read_upload_report(store, upload_key, info.etag)
+    return None
 
 
 def ingest_upload(store: Store, settings: Settings, info: ObjectInfo) -> UploadReport | None:
@@ -259,11 +269,9 @@ class _IngestSink:
 def ingest_new_uploads(
     store: Store, settings: Settings, *, skip: frozenset[str] = frozenset()
 ) -> Iterator[UploadReport]:
-    """Ingest every upload not yet indexed, in key order, except the upload ids in `skip`
+    """Ingest every upload not yet indexed, in key order, except the upload keys in `skip`
     (those an ingest run is working on)."""
-    for info in unindexed_uploads(store):
-        if upload_id(info.key, info.etag) in skip:
-            continue
+    for info in unindexed_uploads(store, skip=skip):
         report = ingest_upload(store, settings, info)
         if report is not None:
             yield report

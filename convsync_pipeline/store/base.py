@@ -50,6 +50,14 @@ class ObjectInfo:
     last_modified: dt.datetime  # aware, UTC
     etag: str  # changes whenever the bytes change; stable otherwise
 
+    @property
+    def listed_version(self) -> str:
+        """A mark of this version that the listing itself gives, at no cost: it changes
+        whenever the bytes may have (a write, a replace) and may also change when they did
+        not (a touch). S3's ETag is that already; a folder store's `etag` is a digest of the
+        content, which takes reading the file (`LocalObjectInfo`)."""
+        return self.etag
+
 
 @dataclass(frozen=True)
 class Versioned:

@@ -23,7 +23,7 @@ from convsync_pipeline.core.keys import upload_id
 from convsync_pipeline.definitions import build_definitions
 from convsync_pipeline.pipeline.ingest import UploadReport
 from convsync_pipeline.resources import build_resources
-from convsync_pipeline.store.local import LocalStore
+from convsync_pipeline.store.local import Digests, LocalStore
 from tests.dagster.helpers import csv_upload, run_date, sensor_ticker, settings_for
 
 ROWS_11_12 = (
@@ -49,9 +49,10 @@ def test_requests_one_ingest_run_per_new_upload_version_once(sensor_env):
     store.write("incoming/x/first.csv", csv_upload(*ROWS_11_12))
     (request,), cursor = tick(None)
     [info] = store.list("incoming/x/first.csv")
-    assert request.run_key == upload_id(info.key, info.etag)  # one run per upload version
+    # One run per upload version, told apart by the listing alone (no read of the upload).
+    assert request.run_key == upload_id(info.key, info.listed_version)
     assert request.run_config == {"ops": {"ingest_upload": {"config": {
-        "upload": "incoming/x/first.csv", "etag": info.etag}}}}
+        "upload": "incoming/x/first.csv"}}}}
     assert request.tags["convsync/upload"] == "incoming/x/first.csv"
     assert request.partition_key is None  # the dates are the run's to find
 
@@ -123,19 +124,22 @@ def test_a_tick_never_reads_an_upload_even_a_1_gb_one(tmp_path, monkeypatch):
 
     for name in ("read", "read_versioned", "open_versioned"):
         monkeypatch.setattr(LocalStore, name, no_reading)
+    for name in ("of_handle", "of_data", "of_path"):  # a content digest takes a read
+        monkeypatch.setattr(Digests, name, no_reading)
     (request,), cursor = tick(None)
     assert request.tags["convsync/upload"] == "incoming/2026-02-11/huge.csv"
     assert tick(cursor)[0] == []
 
 
-def _ingest_run(settings, instance, upload: str, etag: str):
+def _ingest_run(settings, instance, upload: str, etag: str | None):
+    """A run of the ingest job; without `etag` as new_upload_sensor requests it."""
     definitions = build_definitions(settings)
     job = definitions.resolve_job_def("convsync_ingest")
+    config = {"upload": upload} if etag is None else {"upload": upload, "etag": etag}
     return job.execute_in_process(
-        run_config={"ops": {"ingest_upload": {"config": {"upload": upload, "etag": etag}}}},
+        run_config={"ops": {"ingest_upload": {"config": config}}},
         resources=build_resources(settings),
         instance=instance,
-        tags={"convsync/upload_id": upload_id(upload, etag)},
     )
 
 
@@ -162,7 +166,7 @@ def test_an_ingest_run_stages_the_upload_and_its_dates_runs_follow(store_factory
     store.write("incoming/x/first.csv", csv_upload(*rows, ("", "bad", "user", "no id")))
     [info] = store.list("incoming/x/first.csv")
     with instance_for_test() as instance:
-        result = _ingest_run(settings, instance, info.key, info.etag)
+        result = _ingest_run(settings, instance, info.key, None)  # as the sensor asks
         assert result.success
         [materialized] = [
             e for e in result.all_events if e.event_type == DagsterEventType.STEP_OUTPUT
@@ -180,7 +184,7 @@ def test_an_ingest_run_stages_the_upload_and_its_dates_runs_follow(store_factory
         ]  # 2020-01-01 is outside the partitions: not requested
         assert all(r.job_name in (None, "convsync_daily") for r in requests)
 
-        again = _ingest_run(settings, instance, info.key, info.etag)  # a re-execution
+        again = _ingest_run(settings, instance, info.key, info.etag)  # one version, again
         [output] = [e for e in again.all_events if e.event_type == DagsterEventType.STEP_OUTPUT]
         assert output.step_output_data.metadata["status"].value == "already ingested"
         assert [r.run_key for r in _after_success(settings, instance, again)] == [
