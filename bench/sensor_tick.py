@@ -64,10 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             return seconds, 0, cursor
 
         firsts, idles = [], []
-        requests = 0
+        requests = ticks = 0
         for _ in range(args.repeat):
             seconds, requests, cursor = tick(None)
             firsts.append(seconds)
+            total, ticks = requests, 1
+            while True:  # the backlog, REQUESTS_PER_TICK at a time
+                _, more, cursor = tick(cursor)
+                if not more:
+                    break
+                total, ticks = total + more, ticks + 1
+            assert total == args.small + 1
             idle, idle_requests, _ = tick(cursor)
             assert idle_requests == 0
             idles.append(idle)
@@ -75,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"large_upload_gb: {args.gigabytes:g}")
         print(f"small_uploads: {args.small}")
         print(f"requests_first_tick: {requests}")
+        print(f"ticks_to_request_all: {ticks}")
         print(f"first_tick_s: {statistics.median(firsts):.3f}")
         print(f"first_tick_runs_s: {' '.join(f'{s:.3f}' for s in firsts)}")
         print(f"idle_tick_s: {statistics.median(idles):.3f}")
