@@ -139,7 +139,7 @@ def stage_messages(
 
     Equal to ``StagedUpload.from_records(source, etag, date, group_by_date(messages, source,
     tz)[date])`` for each date: the same grouping, order, dating and text, but assembled
-    column-wise (`core.rendering`). `staged_bodies` is the same, encoded.
+    column-wise (`core.rendering`).
     """
     for date, chunks in _dated_chunks(messages, source, tz, chunk_messages):
         ids, texts = zip(*chunks, strict=True)
@@ -150,24 +150,6 @@ def stage_messages(
             ids=pa.concat_arrays(list(ids)),
             texts=pa.chunked_array(texts, type=_TEXT),
         )
-
-
-def staged_bodies(
-    messages: pd.DataFrame,
-    source: str,
-    etag: str,
-    tz: ZoneInfo,
-    *,
-    chunk_messages: int = CHUNK_MESSAGES,
-) -> Iterator[tuple[str, int, bytes]]:
-    """(date, conversations, `StagedUpload.encode()`d body) for each date of the upload."""
-    for date, chunks in _dated_chunks(messages, source, tz, chunk_messages):
-        sink = pa.BufferOutputStream()
-        writer = StagingWriter(sink, source, etag, date)
-        for ids, texts in chunks:
-            writer.write(ids, texts)
-        writer.close()
-        yield date, writer.rows, sink.getvalue().to_pybytes()
 
 
 def _dated_chunks(
