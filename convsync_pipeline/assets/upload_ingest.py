@@ -32,11 +32,12 @@ from pydantic import Field
 from convsync_pipeline.assets.markdown import table
 from convsync_pipeline.core.keys import upload_id
 from convsync_pipeline.pipeline.ingest import (
+    UploadReport,
     already_ingested,
     ingest_version,
     read_upload_report,
 )
-from convsync_pipeline.pipeline.memory import peak_memory
+from convsync_pipeline.pipeline.memory import PeakMemory, peak_memory
 from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo
@@ -77,15 +78,9 @@ def ingest_run_request(info: ObjectInfo) -> RunRequest:
     daemon) never starts a second one, and nothing here reads the upload."""
     return RunRequest(
         run_key=upload_id(info.key, info.listed_version),
-        run_config=_config(info.key),
+        run_config={"ops": {"ingest_upload": {"config": {"upload": info.key}}}},
         tags={UPLOAD_TAG: info.key[:200]},
     )
-
-
-def _config(upload: str, etag: str | None = None) -> dict[str, Any]:
-    config: dict[str, Any] = {"upload": upload} if etag is None else {"upload": upload,
-                                                                      "etag": etag}
-    return {"ops": {"ingest_upload": {"config": config}}}
 
 
 def _upload_of(run: DagsterRun) -> str | None:
@@ -159,7 +154,7 @@ def build_ingest_job(settings: Settings) -> Any:
     return convsync_ingest
 
 
-def _metadata(report: Any, status: str, peak: Any) -> dict[str, Any]:
+def _metadata(report: UploadReport, status: str, peak: PeakMemory | None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "status": status,
         "upload": report.upload,
@@ -185,7 +180,7 @@ def _metadata(report: Any, status: str, peak: Any) -> dict[str, Any]:
 
 
 def ingested_dates_requests(
-    report: Any, valid_dates: set[str], log: Any
+    report: UploadReport, valid_dates: set[str], log: Any
 ) -> list[RunRequest]:
     """One run of each date the upload touched, once per (upload, date)."""
     requests = []
