@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/spill.py --rows 10000000 --budget-mb 512 [--only NAME]
 
+DuckDB and Polars are not dependencies of convsync (the comparison chose neither): install
+them into the venv to run their candidates (`.venv/bin/pip install duckdb polars`); without
+them those candidates report an import error and the others still run.
+
 The job ingest has to do once the messages are parsed: group messages by conversation id,
 order each conversation's messages by (time, record number), date it by its earliest
 message, and hand out each date's conversations in order of first appearance in the upload,
