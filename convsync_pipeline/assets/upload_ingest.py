@@ -19,7 +19,9 @@ from dagster import (
     DagsterRunStatus,
     Jitter,
     MetadataValue,
+    Nothing,
     OpExecutionContext,
+    Out,
     Output,
     RetryPolicy,
     RunRequest,
@@ -108,6 +110,9 @@ def build_ingest_job(settings: Settings) -> Any:
     @op(
         name="ingest_upload",
         description="Parse, stage and quarantine one upload version, once in total.",
+        # What it made is in the store (staging, quarantine, the upload index): the output
+        # carries metadata only, nothing for an IO manager to keep.
+        out=Out(Nothing),
         # Only store trouble raises here (an upload's content never does): wait and retry.
         retry_policy=RetryPolicy(
             max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
@@ -115,7 +120,7 @@ def build_ingest_job(settings: Settings) -> Any:
     )
     def ingest_upload_op(
         context: OpExecutionContext, config: UploadConfig, blob_store: BlobStoreResource
-    ) -> Output[dict[str, Any]]:
+    ) -> Output[None]:
         store = blob_store.store_for_run(context.instance)
         run_settings = settings
         if config.memory_mb is not None:
@@ -127,7 +132,7 @@ def build_ingest_job(settings: Settings) -> Any:
         if done is not None:
             context.log.info(f"{config.upload} was ingested already ({done.ingested_at})")
             context.instance.add_run_tags(context.run_id, {ETAG_TAG: done.etag})
-            return Output(done.__dict__, metadata=_metadata(done, "already ingested", None))
+            return Output(None, metadata=_metadata(done, "already ingested", None))
         with peak_memory() as peak:
             report = ingest_version(store, run_settings, config.upload, config.etag)
         if report is None:
@@ -135,13 +140,13 @@ def build_ingest_job(settings: Settings) -> Any:
                 f"{config.upload} is gone (or no longer at version {config.etag}): nothing to "
                 "ingest; a new version is another upload, with a run of its own"
             )
-            return Output({}, metadata={"status": "gone", "upload": config.upload})
+            return Output(None, metadata={"status": "gone", "upload": config.upload})
         context.instance.add_run_tags(context.run_id, {ETAG_TAG: report.etag})
         context.log.info(
             f"ingested {report.upload}: {report.records_in} records in, {report.accepted} "
             f"accepted, {report.quarantined} quarantined, dates {report.dates}"
         )
-        return Output(report.__dict__, metadata=_metadata(report, "ingested", peak))
+        return Output(None, metadata=_metadata(report, "ingested", peak))
 
     @job(
         name=INGEST_JOB_NAME,
