@@ -144,15 +144,9 @@ def scratch_code(variant: str, workdir: Path) -> Path | None:
 
 
 def _env(store: Path, code: Path | None) -> dict[str, str | None]:
-    env: dict[str, str | None] = {
-        "CONVSYNC_STORE": str(store),
-        "CONVSYNC_ANALYZER": "local",
-        "CONVSYNC_TIMEZONE": "UTC",
-        "CONVSYNC_START_DATE": "2026-01-01",
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "CONVSYNC_S3_ENDPOINT_URL": None,
-    }
+    from tests.fixtures.dagster_dev import convsync_env
+
+    env = convsync_env(store)
     if code is not None:
         env["PYTHONPATH"] = str(code)
     return env

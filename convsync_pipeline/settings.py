@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 DEFAULT_STORE = "./convsync-store"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+# What one ingest may use for an upload's messages (grouping, parse blocks, one JSON
+# document): with Python, pyarrow and Dagster around it, a run fits a 2 GB pod.
+DEFAULT_INGEST_MEMORY_MB = 1024
 
 
 class SettingsError(ValueError):
@@ -44,10 +47,18 @@ class Settings(BaseModel):
     request_timeout_seconds: float = 60.0
     redact: bool = True
     retry_delay_seconds: float = 2.0
+    ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB
+    max_inflate_ratio: float = 100.0
+    max_inflated_mb: int = 51_200
+    spill_dir: str | None = None
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def ingest_memory_bytes(self) -> int:
+        return self.ingest_memory_mb * 2**20
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -70,14 +81,17 @@ def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, lo: float, hi: float,
+    what: str = "a number of seconds",
+) -> float:
     raw = _text(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
     return value
@@ -162,4 +176,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
         redact=_bool(env, "CONVSYNC_REDACT", True),
         retry_delay_seconds=_float(env, "CONVSYNC_RETRY_DELAY_SECONDS", 2.0, 0.0, 3_600.0),
+        ingest_memory_mb=_int(
+            env, "CONVSYNC_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB, 16, 1_048_576
+        ),
+        max_inflate_ratio=_float(
+            env, "CONVSYNC_MAX_INFLATE_RATIO", 100.0, 1.0, 1_000_000.0, "a number"
+        ),
+        max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
+        spill_dir=_spill_dir(env),
     )
+
+
+def _spill_dir(env: Mapping[str, str]) -> str | None:
+    """CONVSYNC_SPILL_DIR: where ingest spills a large upload (default: the system's temp)."""
+    path = _text(env, "CONVSYNC_SPILL_DIR")
+    if path is not None and not os.path.isdir(path):
+        raise SettingsError(f"CONVSYNC_SPILL_DIR must be an existing folder, got {path!r}")
+    return path

@@ -19,6 +19,7 @@ from convsync_pipeline.assets.ranges import (
     remember_for_retry,
     set_aside_locked,
 )
+from convsync_pipeline.assets.upload_ingest import uploads_being_ingested
 from convsync_pipeline.core.keys import staging_prefix
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads
@@ -49,9 +50,15 @@ def build_ingest_assets(settings: Settings) -> list:
         context: AssetExecutionContext, blob_store: BlobStoreResource
     ) -> MaterializeResult:
         """Parse every upload not ingested yet (once in total, whatever the run's dates), stage
-        its conversations by date; each date of the run records what is staged for it."""
+        its conversations by date; each date of the run records what is staged for it.
+
+        Uploads an ingest run (`convsync_ingest`) is working on are left to it: their dates
+        get runs of their own when it succeeds."""
         store = blob_store.store_for_run(context.instance)
-        reports = list(ingest_new_uploads(store, settings))
+        in_flight = uploads_being_ingested(context.instance)
+        reports = list(ingest_new_uploads(store, settings, skip=in_flight))
+        if in_flight:
+            context.log.info(f"{len(in_flight)} uploads left to their ingest runs")
         for date in context.partition_keys:
             staged_for_date = sum(1 for _ in store.list(staging_prefix(date)))
             context.add_asset_metadata(

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from convsync_pipeline.core.dates import local_dates
+from convsync_pipeline.core.formats import parse_upload
 from convsync_pipeline.core.keys import INCOMING, is_upload
-from convsync_pipeline.core.records import parse_upload
 from convsync_pipeline.resources.blob_store import open_store
 from convsync_pipeline.settings import Settings, load_settings
 

@@ -50,6 +50,14 @@ class ObjectInfo:
     last_modified: dt.datetime  # aware, UTC
     etag: str  # changes whenever the bytes change; stable otherwise
 
+    @property
+    def listed_version(self) -> str:
+        """A mark of this version that the listing itself gives, at no cost: it changes
+        whenever the bytes may have (a write, a replace) and may also change when they did
+        not (a touch). S3's ETag is that already; a folder store's `etag` is a digest of the
+        content, which takes reading the file (`LocalObjectInfo`)."""
+        return self.etag
+
 
 @dataclass(frozen=True)
 class Versioned:
@@ -63,6 +71,7 @@ class Streamed:
 
     stream: BinaryIO
     token: str
+    size: int | None = None  # bytes stored, when the backend says (a gzip's inflate limit)
 
 
 class Lease(Protocol):
@@ -98,6 +107,11 @@ class Store(Protocol):
 
     def write(self, key: str, data: bytes) -> None:
         """Unconditional write, for derived objects (summaries, staging, quarantine)."""
+        ...
+
+    def write_file(self, key: str, path: str) -> None:
+        """`write` of a local file's bytes, streamed: a large derived object (staging,
+        quarantine) is never held in memory whole."""
         ...
 
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -168,6 +169,12 @@ class LocalObjectInfo(ObjectInfo):
         )
         object.__setattr__(self, "_store", store)
         object.__setattr__(self, "_etag", None)
+        object.__setattr__(self, "_signature", _signature(stat))
+
+    @property
+    def listed_version(self) -> str:
+        """The file's inode, size, mtime and ctime: no read of its content."""
+        return "-".join(f"{part:x}" for part in self._signature)
 
     @property
     def etag(self) -> str:  # type: ignore[override]
@@ -245,8 +252,10 @@ class LocalStore:
             return
         with handle:
             current = self.digests.of_handle(key, handle)
+            size = os.fstat(handle.fileno()).st_size
             # A replace makes a new inode: the open file stays the version it was.
-            yield None if token is not None and token != current else Streamed(handle, current)
+            found = Streamed(handle, current, size)
+            yield None if token is not None and token != current else found
 
     # -- writes --------------------------------------------------------------------------
 
@@ -255,7 +264,10 @@ class LocalStore:
         written far more often than anyone asks for their version."""
         self._replace(key, data)
 
-    def _replace(self, key: str, data: bytes) -> os.stat_result:
+    def write_file(self, key: str, path: str) -> None:
+        self._replace(key, Path(path))
+
+    def _replace(self, key: str, data: bytes | Path) -> os.stat_result:
         path = self._path(key)
         try:
             return self._replace_or_raise(path, data)
@@ -265,12 +277,17 @@ class LocalStore:
                 f"{error.strerror or error}"
             ) from None
 
-    def _replace_or_raise(self, path: Path, data: bytes) -> os.stat_result:
+    def _replace_or_raise(self, path: Path, data: bytes | Path) -> os.stat_result:
+        """Write `data` (bytes, or a local file's bytes, copied a piece at a time) in place."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
             with temp.open("wb") as handle:
-                handle.write(data)
+                if isinstance(data, Path):
+                    with data.open("rb") as source:
+                        shutil.copyfileobj(source, handle, 1 << 20)
+                else:
+                    handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)

@@ -26,6 +26,8 @@ def test_definitions_load_with_four_partitioned_assets_in_order(monkeypatch, tmp
     assert graph.get(AssetKey("ai_analysis")).parent_keys == {AssetKey("normalized_conversations")}
     assert graph.get(AssetKey("daily_summary")).parent_keys == {AssetKey("ai_analysis")}
     assert defs.resolve_sensor_def("new_upload_sensor")
+    assert defs.resolve_sensor_def("ingested_upload_sensor")
+    assert defs.resolve_job_def("convsync_ingest")
     assert defs.resolve_job_def("convsync_daily")
     analysis = defs.resolve_assets_def(AssetKey("ai_analysis"))
     policy = analysis.op.retry_policy

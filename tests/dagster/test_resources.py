@@ -51,9 +51,10 @@ def test_each_asset_sensor_and_op_asks_for_exactly_what_it_uses(tmp_path: Path) 
     assert uses("ai_analysis") == {"blob_store", "blob_lock", "analyzer"}
     assert uses("daily_summary") == {"blob_store", "blob_lock"}
     assert uses("dead_letters") == {"blob_store"}
-    assert set(defs.resolve_sensor_def("new_upload_sensor").required_resource_keys) == {
-        "blob_store"
-    }
+    for sensor in ("new_upload_sensor", "ingested_upload_sensor"):
+        assert set(defs.resolve_sensor_def(sensor).required_resource_keys) == {"blob_store"}
+    (ingest,) = defs.resolve_job_def("convsync_ingest").graph.node_defs
+    assert set(ingest.required_resource_keys) == {"blob_store"}
     (migrate,) = defs.resolve_job_def("convsync_migrate").graph.node_defs
     assert set(migrate.required_resource_keys) == {"blob_store", "blob_lock"}
 

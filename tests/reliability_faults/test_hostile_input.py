@@ -216,6 +216,13 @@ def hostile_uploads() -> tuple[dict[str, bytes], dict[str, tuple[int, int]]]:
         _csv([("gz-1", at, "user", "gzipped")]).encode()
     )
     expected["incoming/hostile/real.csv.gz"] = (1, 1)
+    bomb_line = json.dumps({"conversation_id": "bomb", "timestamp": at, "content": "b"}) + "\n"
+    # ~1 GB of valid JSONL in ~4 MB: refused at CONVSYNC_MAX_INFLATE_RATIO (100 by default)
+    # times its size, with nothing of it staged.
+    uploads["incoming/hostile/bomb.jsonl.gz"] = gzip.compress(
+        bomb_line.encode() * 20_000, 9
+    ) * 700
+    expected["incoming/hostile/bomb.jsonl.gz"] = (1, 0)
     uploads["incoming/hostile/binary.ndjson"] = random.Random(7).randbytes(64 * 1024)
     uploads["incoming/hostile/deep.json"] = b"[" * 100_000 + b"]" * 100_000
     expected["incoming/hostile/deep.json"] = (1, 0)
