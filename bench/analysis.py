@@ -249,6 +249,7 @@ def seed(store: Any, settings: Any, conversations: int) -> None:
     """One CSV upload of `conversations` four-message conversations, ingested and merged."""
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     rows = ["conversation_id,timestamp,role,content"]
     for n in range(conversations):
@@ -259,7 +260,7 @@ def seed(store: Any, settings: Any, conversations: int) -> None:
     store.write(f"incoming/{DATE}/bench.csv", ("\n".join(rows) + "\n").encode())
     reports = list(ingest_new_uploads(store, settings))
     assert reports and reports[0].accepted == conversations * len(TEXTS), reports
-    merged = merge_date(store, settings, DATE, "bench-seed")
+    merged = merge_date(store, locks_from_settings(store, settings), DATE, "bench-seed")
     assert merged.added == conversations, merged
 
 
@@ -277,7 +278,8 @@ def measure(
 ) -> Result:
     from convsync_pipeline.core.keys import document_key
     from convsync_pipeline.pipeline.analyse import analyse_date
-    from convsync_pipeline.resources.convsync import make_analyzer
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
     from convsync_pipeline.settings import load_settings
     from convsync_pipeline.store.local import LocalStore
 
@@ -317,7 +319,10 @@ def measure(
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        report = analyse_date(store, settings, lambda: make_analyzer(settings), DATE, "bench")
+        locks = locks_from_settings(store, settings)
+        report = analyse_date(
+            store, locks, settings, lambda: make_analyzer(settings), DATE, "bench"
+        )
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
@@ -414,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     import convsync_pipeline.pipeline.analyse
     import convsync_pipeline.pipeline.ingest
     import convsync_pipeline.pipeline.merge_date
-    import convsync_pipeline.resources.convsync
+    import convsync_pipeline.resources.analyzer
 
     if args.writes != "auto":
         from convsync_pipeline.pipeline import analyse

@@ -144,15 +144,9 @@ def scratch_code(variant: str, workdir: Path) -> Path | None:
 
 
 def _env(store: Path, code: Path | None) -> dict[str, str | None]:
-    env: dict[str, str | None] = {
-        "CONVSYNC_STORE": str(store),
-        "CONVSYNC_ANALYZER": "local",
-        "CONVSYNC_TIMEZONE": "UTC",
-        "CONVSYNC_START_DATE": "2026-01-01",
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "CONVSYNC_S3_ENDPOINT_URL": None,
-    }
+    from tests.fixtures.dagster_dev import convsync_env
+
+    env = convsync_env(store)
     if code is not None:
         env["PYTHONPATH"] = str(code)
     return env
@@ -309,19 +303,23 @@ def _child(mode: str, dates: list[str]) -> int:
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
     from convsync_pipeline.pipeline.summarise import write_daily_summary
-    from convsync_pipeline.resources.convsync import ConvsyncResource, make_analyzer, open_store
+    from convsync_pipeline.resources import build_resources
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
+    from convsync_pipeline.resources.blob_store import open_store
     from convsync_pipeline.settings import load_settings
 
     settings = load_settings()
-    resources = {"convsync": ConvsyncResource.from_settings(settings)}
+    resources = build_resources(settings)
     started = time.perf_counter()
     if mode == "direct":
         store = open_store(settings)
+        locks = locks_from_settings(store, settings)
         list(ingest_new_uploads(store, settings))
         for date in dates:
-            merge_date(store, settings, date, "bench")
-            analyse_date(store, settings, lambda: make_analyzer(settings), date, "bench")
-            write_daily_summary(store, settings, date, "bench")
+            merge_date(store, locks, date, "bench")
+            analyse_date(store, locks, settings, lambda: make_analyzer(settings), date, "bench")
+            write_daily_summary(store, locks, date, "bench")
     else:
         with DagsterInstance.ephemeral() as instance:
             if mode == "loop":

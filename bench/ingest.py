@@ -28,6 +28,7 @@ import argparse
 import csv
 import datetime as dt
 import gc
+import gzip
 import json
 import os
 import random
@@ -218,35 +219,25 @@ def _mb(n: float) -> float:
 def _settings(store_root: Path):
     from convsync_pipeline.settings import load_settings
 
-    return load_settings({"CONVSYNC_STORE": str(store_root), "CONVSYNC_START_DATE": "2026-01-01"})
+    env = {"CONVSYNC_STORE": str(store_root), "CONVSYNC_START_DATE": "2026-01-01"}
+    if os.environ.get("CONVSYNC_INGEST_MEMORY_MB"):  # --memory-mb
+        env["CONVSYNC_INGEST_MEMORY_MB"] = os.environ["CONVSYNC_INGEST_MEMORY_MB"]
+    return load_settings(env)
 
 
-def _convsync_ingest(store_root: Path, key: str) -> tuple[Any, list[Any]]:
-    from convsync_pipeline.pipeline.ingest import ingest_upload
-    from convsync_pipeline.pipeline.merge_date import merge_date
+def _settings_and_store(store_root: Path):
     from convsync_pipeline.store.local import LocalStore
 
-    store = LocalStore(store_root)
-    settings = _settings(store_root)
-    (info,) = [i for i in store.list(key) if i.key == key]
-    started = time.perf_counter()
-    report = ingest_upload(store, settings, info)
-    ingested = time.perf_counter()
-    merged = [merge_date(store, settings, date, "bench") for date in report.dates]
-    _SPLIT.update(ingest=ingested - started, merge=time.perf_counter() - ingested)
-    return report, merged
+    return _settings(store_root), LocalStore(store_root)
 
 
-_SPLIT: dict[str, float] = {}
-
-
-def prepare(workdir: Path, upload: Path, earlier: Path) -> tuple[Path, Path]:
+def prepare(workdir: Path, upload: Path, earlier: Path, upload_key: str) -> tuple[Path, Path]:
     """Fresh rowwise output and convsync store, each holding the earlier upload merged."""
     out, store_root = workdir / "rowwise-out", workdir / "store"
     for folder in (out, store_root):
         shutil.rmtree(folder, ignore_errors=True)
     rowwise.ingest_and_merge(earlier, EARLIER_KEY, out)
-    for key, source in ((EARLIER_KEY, earlier), (UPLOAD_KEY, upload)):
+    for key, source in ((EARLIER_KEY, earlier), (upload_key, upload)):
         target = store_root.joinpath(*key.split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -255,24 +246,34 @@ def prepare(workdir: Path, upload: Path, earlier: Path) -> tuple[Path, Path]:
     (info,) = [i for i in LocalStore(store_root).list(EARLIER_KEY)]
     from convsync_pipeline.pipeline.ingest import ingest_upload
     from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     settings = _settings(store_root)
     report = ingest_upload(LocalStore(store_root), settings, info)
+    store = LocalStore(store_root)
     for date in report.dates:
-        merge_date(LocalStore(store_root), settings, date, "bench")
+        merge_date(store, locks_from_settings(store, settings), date, "bench")
     return out, store_root
 
 
 def phase_floor(upload: Path, **_: Any) -> dict[str, Any]:
+    """Arrow's streaming CSV reader over the file (gunzipping it if it is gzipped): the speed
+    of the parser alone, in the bounded memory ingest has (`read_csv` of a 10M-row file
+    would itself take gigabytes)."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     # Quoted fields may hold newlines (SPEC section 4): the parser must be told, as
-    # records.py does; column types are Arrow's own inference.
+    # core/formats/csv.py does; column types are Arrow's own inference.
     options = pacsv.ParseOptions(newlines_in_values=True)
+    compression = "gzip" if upload.suffix == ".gz" else None
     started = time.perf_counter()
-    table = pacsv.read_csv(upload, parse_options=options)
+    rows = 0
+    with pa.input_stream(str(upload), compression=compression) as stream:
+        for batch in pacsv.open_csv(stream, parse_options=options):
+            rows += batch.num_rows
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": table.num_rows}
+    return {"seconds": seconds, "rows": rows}
 
 
 def phase_rowwise(upload: Path, out: Path, **_: Any) -> dict[str, Any]:
@@ -281,7 +282,15 @@ def phase_rowwise(upload: Path, out: Path, **_: Any) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, **result}
 
 
-def phase_convsync(store_root: Path, profile: str | None = None, **_: Any) -> dict[str, Any]:
+def phase_ingest(
+    store_root: Path, key: str, profile: str | None = None, **_: Any
+) -> dict[str, Any]:
+    """`ingest_upload`: read, parse, normalise, group (spilling past the budget), stage,
+    quarantine, index."""
+    from convsync_pipeline.pipeline.ingest import ingest_upload
+
+    settings, store = _settings_and_store(store_root)
+    (info,) = [i for i in store.list(str(key)) if i.key == str(key)]
     profiler = None
     if profile:
         import cProfile
@@ -289,19 +298,33 @@ def phase_convsync(store_root: Path, profile: str | None = None, **_: Any) -> di
         profiler = cProfile.Profile()
         profiler.enable()
     started = time.perf_counter()
-    report, merged = _convsync_ingest(store_root, UPLOAD_KEY)
+    report = ingest_upload(store, settings, info)
     seconds = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
     return {
         "seconds": seconds,
-        "ingest_seconds": _SPLIT["ingest"],
-        "merge_seconds": _SPLIT["merge"],
         "records_in": report.records_in,
         "accepted": report.accepted,
         "quarantined": report.quarantined,
         "dates": report.dates,
+        "spilled_mb": _mb(getattr(report, "spilled_bytes", 0)),
+    }
+
+
+def phase_merge(store_root: Path, **_: Any) -> dict[str, Any]:
+    """`merge_date` for every date the upload touched (the staged objects it left)."""
+    from convsync_pipeline.pipeline.merge_date import merge_date
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
+
+    settings, store = _settings_and_store(store_root)
+    locks = locks_from_settings(store, settings)
+    dates = sorted({info.key.split("/")[1] for info in store.list("staging/")})
+    started = time.perf_counter()
+    merged = [merge_date(store, locks, date, "bench") for date in dates]
+    return {
+        "seconds": time.perf_counter() - started,
         "added": sum(m.added for m in merged),
         "already_present": sum(m.already_present for m in merged),
     }
@@ -345,7 +368,8 @@ def phase_writes(store_root: Path, **_: Any) -> dict[str, Any]:
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {
     "floor": phase_floor,
     "rowwise": phase_rowwise,
-    "convsync": phase_convsync,
+    "ingest": phase_ingest,
+    "merge": phase_merge,
     "writes": phase_writes,
 }
 
@@ -382,7 +406,8 @@ def _code_args() -> list[str]:
 
 def _child(name: str, raw: str) -> int:
     _warm_imports()
-    kwargs = {k: Path(v) if k != "profile" else v for k, v in json.loads(raw).items()}
+    kwargs = {k: Path(v) if k not in ("profile", "key") else v
+              for k, v in json.loads(raw).items()}
     gc.collect()
     cpu = time.process_time()
     with PeakRss() as rss:
@@ -451,8 +476,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each phase in a fresh subprocess (per-phase peak RSS)")
     parser.add_argument("--skip-rowwise", action="store_true",
                         help="leave the slow baseline out (no speedup, no document check)")
-    parser.add_argument("--profile", help="write a cProfile of the (last) convsync phase here")
+    parser.add_argument("--profile", help="write a cProfile of the (last) ingest phase here")
+    parser.add_argument("--gzip", action="store_true",
+                        help="upload the CSV gzipped (export.csv.gz; no row-by-row baseline)")
+    parser.add_argument("--memory-mb", type=int,
+                        help="CONVSYNC_INGEST_MEMORY_MB for the ingest (default: convsync's)")
     parser.add_argument("--keep", type=Path, help="use this folder instead of a temp dir")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: use the upload generated there by an earlier run")
     parser.add_argument("--quiet-load", type=float,
                         help="before each run, wait (up to 10 min) for a 1-min load under this")
     parser.add_argument("--code", action="append", default=[],
@@ -470,29 +501,50 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         upload, earlier = workdir / "export.csv", workdir / "earlier.csv"
-        started = time.perf_counter()
-        stats = generate(upload, args.rows, days=args.days, seed=args.seed, earlier_path=earlier)
-        print(f"generate_s: {time.perf_counter() - started:.2f}", flush=True)
+        generated = workdir / f"generated-{args.rows}-{args.days}-{args.seed}.json"
+        if args.reuse and generated.exists() and upload.exists() and earlier.exists():
+            stats = json.loads(generated.read_text())
+            print(f"reused: {upload}", flush=True)
+        else:
+            started = time.perf_counter()
+            stats = generate(
+                upload, args.rows, days=args.days, seed=args.seed, earlier_path=earlier
+            )
+            generated.write_text(json.dumps(stats))
+            print(f"generate_s: {time.perf_counter() - started:.2f}", flush=True)
+        key = UPLOAD_KEY
+        if args.gzip:
+            started = time.perf_counter()
+            packed_path = Path(f"{upload}.gz")
+            if not (args.reuse and packed_path.exists()):
+                with upload.open("rb") as plain, gzip.open(packed_path, "wb", 6) as packed:
+                    shutil.copyfileobj(plain, packed, 1 << 20)
+            upload, key = packed_path, UPLOAD_KEY + ".gz"
+            args.skip_rowwise = True
+            print(f"gzip_s: {time.perf_counter() - started:.2f}", flush=True)
+        if args.memory_mb:
+            os.environ["CONVSYNC_INGEST_MEMORY_MB"] = str(args.memory_mb)
 
         runs: dict[str, list[dict[str, Any]]] = {
-            "floor": [], "rowwise": [], "convsync": [], "writes": []
+            "floor": [], "rowwise": [], "ingest": [], "merge": [], "writes": []
         }
         mismatched: list[str] = []
         loads = []
         for _ in range(args.repeat):
-            out, store_root = prepare(workdir, upload, earlier)
+            out, store_root = prepare(workdir, upload, earlier, key)
             loads.append(wait_quiet(args.quiet_load))
             runs["floor"].append(run_phase("floor", args.isolate, upload=upload))
             if not args.skip_rowwise:
                 runs["rowwise"].append(
                     run_phase("rowwise", args.isolate, upload=upload, out=out)
                 )
-            runs["convsync"].append(
-                run_phase("convsync", args.isolate, store_root=store_root, profile=args.profile)
-            )
+            runs["ingest"].append(run_phase(
+                "ingest", args.isolate, store_root=store_root, key=key, profile=args.profile
+            ))
+            runs["merge"].append(run_phase("merge", args.isolate, store_root=store_root))
             runs["writes"].append(run_phase("writes", args.isolate, store_root=store_root))
             if not args.skip_rowwise:
-                mismatched = compare_documents(out, store_root, runs["convsync"][-1]["dates"])
+                mismatched = compare_documents(out, store_root, runs["ingest"][-1]["dates"])
             for name in runs:
                 if runs[name]:
                     print(f"# run {len(runs[name])} {name}_s: {runs[name][-1]['seconds']:.3f}",
@@ -501,19 +553,28 @@ def main(argv: list[str] | None = None) -> int:
         def median(name: str, key: str = "seconds") -> float:
             return statistics.median(r[key] for r in runs[name])
 
-        last = runs["convsync"][-1]
+        def convsync() -> float:
+            return statistics.median(
+                i["seconds"] + m["seconds"] for i, m in zip(runs["ingest"], runs["merge"],
+                                                            strict=True)
+            )
+
+        last, merged = runs["ingest"][-1], runs["merge"][-1]
         lines: dict[str, Any] = {
             **machine(),
             "load_1min_at_runs": " ".join(str(load) for load in loads),
             "rows": stats["rows"],
-            "bytes": stats["bytes"],
+            "bytes": upload.stat().st_size,
+            "gzipped": args.gzip,
+            "ingest_memory_mb": getattr(_settings(workdir), "ingest_memory_mb", None),
             "conversations": stats["conversations_generated"],
             "dates": len(last["dates"]),
             "records_in": last["records_in"],
             "accepted": last["accepted"],
             "quarantined": last["quarantined"],
-            "added": last["added"],
-            "already_present": last["already_present"],
+            "added": merged["added"],
+            "already_present": merged["already_present"],
+            "spilled_mb": last["spilled_mb"],
             "repeat": args.repeat,
             "mode": "isolated subprocesses" if args.isolate else "one process",
             "code": _module_root(),
@@ -521,18 +582,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         if runs["rowwise"]:
             lines["rowwise_s"] = round(median("rowwise"), 3)
-        lines["convsync_s"] = round(median("convsync"), 3)
-        lines["convsync_ingest_s"] = round(median("convsync", "ingest_seconds"), 3)
-        lines["convsync_merge_s"] = round(median("convsync", "merge_seconds"), 3)
-        lines["ratio_vs_floor"] = round(median("convsync") / median("floor"), 2)
+        lines["convsync_s"] = round(convsync(), 3)
+        lines["ingest_s"] = round(median("ingest"), 3)
+        lines["ingest_s_per_million_rows"] = round(median("ingest") / stats["rows"] * 1e6, 3)
+        lines["merge_s"] = round(median("merge"), 3)
+        lines["ratio_vs_floor"] = round(convsync() / median("floor"), 2)
+        lines["ingest_vs_floor"] = round(median("ingest") / median("floor"), 2)
         lines["writes_s"] = round(median("writes"), 3)
         lines["written_mb"] = _mb(runs["writes"][-1]["bytes"])
         lines["writes_vs_floor"] = round(median("writes") / median("floor"), 2)
         lines["ratio_vs_floor_plus_writes"] = round(
-            median("convsync") / (median("floor") + median("writes")), 2
+            convsync() / (median("floor") + median("writes")), 2
         )
         if runs["rowwise"]:
-            lines["speedup_vs_rowwise"] = round(median("rowwise") / median("convsync"), 1)
+            lines["speedup_vs_rowwise"] = round(median("rowwise") / convsync(), 1)
             lines["documents_match"] = not mismatched
             if mismatched:
                 lines["documents_differ"] = ",".join(mismatched)
@@ -543,14 +606,15 @@ def main(argv: list[str] | None = None) -> int:
             if runs[name]:
                 lines[f"{name}_runs_s"] = " ".join(f"{r['seconds']:.3f}" for r in runs[name])
                 lines[f"{name}_peak_rss_mb"] = _mb(max(r["peak_rss"] for r in runs[name]))
-        lines["convsync_rss_increase_mb"] = _mb(
-            max(r["peak_rss"] - r["start_rss"] for r in runs["convsync"])
+        lines["ingest_rss_increase_mb"] = _mb(
+            max(r["peak_rss"] - r["start_rss"] for r in runs["ingest"])
         )
         lines["peak_rss_mb"] = _mb(
             max(r["peak_rss"] for name in runs for r in runs[name])
             if args.isolate
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         )
+        lines["load_1min_after"] = round(os.getloadavg()[0], 2)
         for key, value in lines.items():
             print(f"{key}: {value}")
         return 0 if not mismatched else 1

@@ -25,6 +25,7 @@ Printed as `key: value` lines:
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
+
+    try:
+        from convsync_pipeline.resources.blob_lock import locks_from_settings
+    except ImportError:  # a `--code` checkout from before the resources split
+        locks_from_settings = None
     from convsync_pipeline.settings import load_settings
     from convsync_pipeline.store.local import LocalStore
 
@@ -90,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             store = LocalStore(env["CONVSYNC_STORE"])
         try:
             settings = load_settings(env)
+            # Code before the resources split (a `--code` baseline) took the settings here.
+            locks = (
+                locks_from_settings(store, settings)
+                if "locks" in inspect.signature(merge_date).parameters
+                else settings
+            )
             counter = WriteCounter(store)
             times: list[float] = []
             written: list[int] = []
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 before = counter.bytes
                 counter.counting = True
                 started = time.perf_counter()
-                report = merge_date(store, settings, DATE, f"bench-merge-{number}")
+                report = merge_date(store, locks, DATE, f"bench-merge-{number}")
                 times.append(time.perf_counter() - started)
                 counter.counting = False
                 written.append(counter.bytes - before)

@@ -1,31 +1,66 @@
-"""`new_upload_sensor`: one run per (new upload, date it contains), found with a cursor.
+"""Uploads to runs: `new_upload_sensor` requests an ingest run per new upload version;
+`ingested_upload_sensor` requests the runs of the dates an ingested upload touched.
 
-Each tick lists `incoming/` (paginated) and looks only at uploads modified at or after the
-cursor's watermark minus a slack window, skipping those the cursor already handled; that
-catches same-second arrivals and keys arriving out of lexical order without re-reading old
-uploads. The dates an upload contains are known only by parsing it, so the sensor runs the
-shared ingest (parse once, stage, quarantine, index); the runs it requests then find the
-upload already ingested. Run keys `<upload id>:<date>` make a repeated request a no-op.
+`new_upload_sensor` only looks: each tick lists `incoming/` (paginated) and considers only
+uploads modified at or after the cursor's watermark minus a slack window, skipping those the
+cursor already handled; that catches same-second arrivals and keys arriving out of lexical
+order without re-reading old uploads. It never opens an upload, and tells versions apart by
+what the listing gives (`ObjectInfo.listed_version`: S3's ETag; a file's inode, size and
+times, not the folder store's content digest, which takes a read): a tick costs the same for
+a 1 KB and a 5 GB upload. Each new version gets one run of `convsync_ingest` (run key = upload
+id), which parses, stages and quarantines it in its own process and memory budget.
+
+The dates an upload holds are known once that run has read it. `ingested_upload_sensor` is a
+run-status sensor on the ingest job's successes: it reads the upload's index entry (one small
+object) and requests each date's run of `convsync_daily` once per (upload, date), run key
+`<upload id>:<date>`. A run-status sensor rather than an asset sensor or an
+`AutomationCondition`: the ingest step is a job (a partitioned asset per upload would break
+`--select '*' --partition D`), and which dates follow is data found by the run, not a
+partition mapping the asset graph could declare.
 """
 
 
 import datetime as dt
 import json
-import time
+import warnings
 from dataclasses import dataclass, field
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    BetaWarning,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunStatusSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_status_sensor,
+    sensor,
+)
 
-from convsync_pipeline.core.keys import INCOMING, is_upload, upload_id
+from convsync_pipeline.assets.upload_ingest import (
+    ingest_run_request,
+    ingested_dates_requests,
+    ingested_version,
+)
+from convsync_pipeline.core.keys import INCOMING, is_upload
 from convsync_pipeline.jobs import convsync_daily_job
 from convsync_pipeline.partitions import daily_partitions
-from convsync_pipeline.pipeline.ingest import ingest_upload, read_upload_report
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.pipeline.ingest import read_upload_report
+from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo
 
 SLACK = dt.timedelta(minutes=10)
-TICK_BUDGET_SECONDS = 40.0
+# Run requests one tick hands the daemon at most; a bucket's first listing may hold many
+# thousands of uploads: the rest, oldest first, go to the next ticks.
+REQUESTS_PER_TICK = 500
+# Dagster's run-status sensor passes a beta parameter to its own SensorDefinition: pinned
+# (dagster==1.13.27), said once here rather than at every code load.
+warnings.filterwarnings(
+    "ignore", message="Parameter `owners` of initializer `SensorDefinition.__init__`",
+    category=BetaWarning,
+)
 
 
 @dataclass
@@ -33,7 +68,8 @@ class UploadCursor:
     """A watermark on LastModified plus the uploads handled inside the slack window."""
 
     watermark: dt.datetime | None = None
-    handled: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (etag, modified)
+    # key -> (listed version, modified): the listing's own mark, so no upload is ever read
+    handled: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def encode(self) -> str:
         mark = self.watermark.isoformat() if self.watermark else None
@@ -52,7 +88,7 @@ class UploadCursor:
         if self.watermark is not None and info.last_modified < self.watermark - SLACK:
             return False
         seen = self.handled.get(info.key)
-        return seen is None or seen[0] != info.etag
+        return seen is None or seen[0] != info.listed_version
 
 
 def new_uploads(objects: list[ObjectInfo], cursor: UploadCursor) -> list[ObjectInfo]:
@@ -70,7 +106,7 @@ def advance(
     be seen again, its run key makes the repeated request a no-op.
     """
     entries = dict(cursor.handled)
-    entries.update({i.key: (i.etag, i.last_modified.isoformat()) for i in handled})
+    entries.update({i.key: (i.listed_version, i.last_modified.isoformat()) for i in handled})
     marks = [dt.datetime.fromisoformat(modified) for _, modified in entries.values()]
     if cursor.watermark:
         marks.append(cursor.watermark)
@@ -87,55 +123,62 @@ def advance(
     return UploadCursor(watermark, keep)
 
 
-def build_upload_sensor(settings: Settings):
-    partitions = daily_partitions(settings)
-
+def build_upload_sensor(ingest_job):
     @sensor(
         name="new_upload_sensor",
-        job=convsync_daily_job,
+        job=ingest_job,
         minimum_interval_seconds=30,
-        description="Requests a run for every date that a new upload in incoming/ contains.",
+        description="Requests one ingest run per new upload version in incoming/ (it never "
+        "reads an upload: the run does).",
     )
     def new_upload_sensor(
-        context: SensorEvaluationContext, convsync: ConvsyncResource
+        context: SensorEvaluationContext, blob_store: BlobStoreResource
     ) -> SensorResult | SkipReason:
-        store = convsync.store_for_run(context.instance)
-        run_settings = convsync.settings()
+        store = blob_store.store_for_run(context.instance)
         cursor = UploadCursor.decode(context.cursor)
         fresh = new_uploads(list(store.list(INCOMING)), cursor)
         if not fresh:
             return SkipReason("no new uploads in incoming/")
-        valid_dates = set(partitions.get_partition_keys(dynamic_partitions_store=None))
-        started = time.monotonic()
-        handled: list[ObjectInfo] = []
-        requests: list[RunRequest] = []
-        for position, info in enumerate(fresh):
-            if time.monotonic() - started > TICK_BUDGET_SECONDS:
-                context.log.info(
-                    f"tick budget spent; {len(fresh) - position} uploads left for later"
-                )
-                break
-            report = read_upload_report(store, info.key, info.etag) or ingest_upload(
-                store, run_settings, info
-            )
-            handled.append(info)
-            if report is None:
-                continue
-            for date in report.dates:
-                if date not in valid_dates:
-                    context.log.warning(
-                        f"{info.key} has conversations dated {date}, outside the partitions "
-                        f"({run_settings.start_date} .. today): not requested"
-                    )
-                    continue
-                requests.append(
-                    RunRequest(
-                        run_key=f"{upload_id(info.key, report.etag)}:{date}",
-                        partition_key=date,
-                        tags={"convsync/upload": info.key[:200]},
-                    )
-                )
-        left = fresh[len(handled) :]
-        return SensorResult(run_requests=requests, cursor=advance(cursor, handled, left).encode())
+        handled, left = fresh[:REQUESTS_PER_TICK], fresh[REQUESTS_PER_TICK:]
+        if left:
+            context.log.info(f"{len(left)} more new uploads left for the next ticks")
+        return SensorResult(
+            run_requests=[ingest_run_request(info) for info in handled],
+            cursor=advance(cursor, handled, left).encode(),
+        )
 
     return new_upload_sensor
+
+
+def build_ingested_upload_sensor(settings: Settings, ingest_job):
+    partitions = daily_partitions(settings)
+
+    @run_status_sensor(
+        name="ingested_upload_sensor",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[ingest_job],
+        request_job=convsync_daily_job,
+        # Dagster hands a run-status sensor one reacting run per evaluation: tick often, the
+        # tick itself is one small read.
+        minimum_interval_seconds=5,
+        # It only acts on ingest runs, which only exist when someone asked for them.
+        default_status=DefaultSensorStatus.RUNNING,
+        description="When an upload's ingest run succeeds, requests the run of each date "
+        "it touched, once per (upload, date).",
+    )
+    def ingested_upload_sensor(
+        context: RunStatusSensorContext, blob_store: BlobStoreResource
+    ) -> list[RunRequest] | None:
+        # The version the run ingested is a tag it added: read the run as stored now.
+        run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+        upload = ingested_version(run)
+        if upload is None:  # gone before it was read: nothing staged, no date to run
+            return None
+        store = blob_store.store_for_run(context.instance)
+        report = read_upload_report(store, *upload)
+        if report is None:
+            return None
+        valid = set(partitions.get_partition_keys(dynamic_partitions_store=None))
+        return ingested_dates_requests(report, valid, context.log) or None
+
+    return ingested_upload_sensor

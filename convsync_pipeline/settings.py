@@ -1,7 +1,9 @@
 """CONVSYNC_* environment variables -> one validated, immutable settings object.
 
 Every bad value is reported as a `SettingsError` naming the variable, at start-up, so a
-typo never surfaces as a strange failure in the middle of a run.
+typo never surfaces as a strange failure in the middle of a run. Some settings shape the
+definitions themselves (timezone, start date, attempt limit, date order, retry delay); the
+others become the values of the resources' fields (`resources/`), which a run may override.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 DEFAULT_STORE = "./convsync-store"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+# What one ingest may use for an upload's messages (grouping, parse blocks, one JSON
+# document): with Python, pyarrow and Dagster around it, a run fits a 2 GB pod.
+DEFAULT_INGEST_MEMORY_MB = 1024
 
 
 class SettingsError(ValueError):
@@ -42,10 +47,18 @@ class Settings(BaseModel):
     request_timeout_seconds: float = 60.0
     redact: bool = True
     retry_delay_seconds: float = 2.0
+    ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB
+    max_inflate_ratio: float = 100.0
+    max_inflated_mb: int = 51_200
+    spill_dir: str | None = None
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def ingest_memory_bytes(self) -> int:
+        return self.ingest_memory_mb * 2**20
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -68,14 +81,17 @@ def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, lo: float, hi: float,
+    what: str = "a number of seconds",
+) -> float:
     raw = _text(env, name)
     if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
     return value
@@ -93,19 +109,20 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def check_store_url(url: str, name: str, error: type[Exception] = SettingsError) -> str:
+    """`url` if it names a folder, a file:// URL or an S3 bucket; else `error` naming `name`."""
+    if url.startswith("s3://") and len(url) <= len("s3://"):
+        raise error(f"{name} must name a bucket: s3://bucket[/prefix], got {url!r}")
+    if "://" in url and not url.startswith(("s3://", "file://")):
+        raise error(f"{name} must be a path, a file:// URL or s3://bucket[/prefix], got {url!r}")
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every convsync variable from `env` (default: the process environment)."""
     env = os.environ if env is None else env
 
-    store = _text(env, "CONVSYNC_STORE") or DEFAULT_STORE
-    if store.startswith("s3://") and len(store) <= len("s3://"):
-        raise SettingsError(
-            f"CONVSYNC_STORE must name a bucket: s3://bucket[/prefix], got {store!r}"
-        )
-    if "://" in store and not store.startswith(("s3://", "file://")):
-        raise SettingsError(
-            f"CONVSYNC_STORE must be a path, a file:// URL or s3://bucket[/prefix], got {store!r}"
-        )
+    store = check_store_url(_text(env, "CONVSYNC_STORE") or DEFAULT_STORE, "CONVSYNC_STORE")
 
     analyzer = _text(env, "CONVSYNC_ANALYZER")
     if analyzer is None:
@@ -159,4 +176,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
         redact=_bool(env, "CONVSYNC_REDACT", True),
         retry_delay_seconds=_float(env, "CONVSYNC_RETRY_DELAY_SECONDS", 2.0, 0.0, 3_600.0),
+        ingest_memory_mb=_int(
+            env, "CONVSYNC_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB, 16, 1_048_576
+        ),
+        max_inflate_ratio=_float(
+            env, "CONVSYNC_MAX_INFLATE_RATIO", 100.0, 1.0, 1_000_000.0, "a number"
+        ),
+        max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
+        spill_dir=_spill_dir(env),
     )
+
+
+def _spill_dir(env: Mapping[str, str]) -> str | None:
+    """CONVSYNC_SPILL_DIR: where ingest spills a large upload (default: the system's temp)."""
+    path = _text(env, "CONVSYNC_SPILL_DIR")
+    if path is not None and not os.path.isdir(path):
+        raise SettingsError(f"CONVSYNC_SPILL_DIR must be an existing folder, got {path!r}")
+    return path

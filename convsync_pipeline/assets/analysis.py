@@ -1,5 +1,6 @@
 """`ai_analysis`: one pass over each date's due conversations, retried by Dagster's policy."""
 
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -14,21 +15,38 @@ from dagster import (
     asset,
 )
 
-from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.markdown import date_totals, plain, table
 from convsync_pipeline.assets.ranges import (
     dates_for_this_try,
     note_finished_earlier,
     remember_for_retry,
     set_aside_locked,
 )
+from convsync_pipeline.core.document import DateDocument
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.analyzer import AnalyzerNotReadyError, AnalyzerResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, StoreError
 
-CHECKS = ("ids_unique", "processed_count_matches", "nothing_left_processing", "no_failed")
+CHECK_DESCRIPTIONS = {
+    "ids_unique": "Every conversation id appears once in the date document (seed bug 3).",
+    "processed_count_matches": (
+        "processedCount equals the number of `success` conversations (no drift, seed bug 5)."
+    ),
+    "nothing_left_processing": (
+        "No conversation is left `processing` after the pass; one left by a dead run is "
+        "recovered by the next pass at the cost of one attempt."
+    ),
+    "no_failed": (
+        "No conversation has used up CONVSYNC_MAX_ATTEMPTS; failed ones wait for review: "
+        "`convsync failed DATE`, then `convsync requeue DATE`. A warning: it does not fail runs."
+    ),
+}
+CHECKS = tuple(CHECK_DESCRIPTIONS)
 
 
 def build_analysis_asset(settings: Settings):
@@ -43,10 +61,17 @@ def build_analysis_asset(settings: Settings):
             backoff=Backoff.EXPONENTIAL,
             jitter=Jitter.PLUS_MINUS,
         ),
-        check_specs=[AssetCheckSpec(name, asset="ai_analysis") for name in CHECKS],
+        check_specs=[
+            AssetCheckSpec(name, asset="ai_analysis", description=description)
+            for name, description in CHECK_DESCRIPTIONS.items()
+        ],
+        kinds=analysis_kinds(settings),
     )
     def ai_analysis(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext,
+        blob_store: BlobStoreResource,
+        blob_lock: BlobLockResource,
+        analyzer: AnalyzerResource,
     ) -> MaterializeResult:
         """Analyse each date's pending conversations; raise while some may still succeed.
 
@@ -56,20 +81,22 @@ def build_analysis_asset(settings: Settings):
         run of its date alone. A date locked by another run does not stop the others; a system
         failure (bad key, store unreachable) stops the run at once with its one message.
         """
-        run_settings = convsync.settings()
+        run_settings = analyzer.pass_settings(settings)
         try:
-            store = convsync.store_for_run(context.instance)
-        except StoreError as error:
+            store = blob_store.store_for_run(context.instance)
+            analyzer.check_ready()
+        except (StoreError, AnalyzerNotReadyError) as error:
             raise Failure(str(error), allow_retries=False) from None
-        last_try = context.retry_number >= max(run_settings.max_attempts - 1, 0)
+        last_try = context.retry_number >= max(settings.max_attempts - 1, 0)
         dates = dates_for_this_try(context, "ai_analysis")
         note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
         retry: list[AnalysisReport] = []
         locked: list[DateLockedError] = []
+        after: dict[str, DateDocument] = {}  # each date's document as its pass left it
         for date in dates:
             try:
                 report = analyse_date(
-                    store, run_settings, convsync.make_analyzer, date, context.run_id
+                    store, blob_lock, run_settings, analyzer.make, date, context.run_id
                 )
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
@@ -86,7 +113,11 @@ def build_analysis_asset(settings: Settings):
             if report.needs_retry and not last_try:
                 retry.append(report)
                 continue
-            context.add_asset_metadata(_metadata(report, run_settings), partition_key=date)
+            after[date] = load_document(store, date).document
+            context.add_asset_metadata(
+                date_totals(after[date].count_statuses()) | _metadata(report, settings),
+                partition_key=date,
+            )
         if retry:
             # The only place a retried pass shows in the UI: say why it failed. A locked date
             # rides along: the retry is its next chance, and a lock conflict costs no attempt.
@@ -99,10 +130,21 @@ def build_analysis_asset(settings: Settings):
                 "; ".join(str(error) for error in locked) + " (the run's other dates are analysed)",
                 allow_retries=False,
             )
-        documents = {date: load_document(store, date).document for date in context.partition_keys}
+        documents = {
+            date: after[date] if date in after else load_document(store, date).document
+            for date in context.partition_keys
+        }
         return MaterializeResult(check_results=_checks_over(documents))
 
     return ai_analysis
+
+
+def analysis_kinds(settings: Settings) -> set[str]:
+    """The asset graph shows where the data lives and, with `openai`, who reads it."""
+    kinds = {store_kind(settings.store)}
+    if settings.analyzer == "openai":
+        kinds.add("openai")
+    return kinds
 
 
 def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -> str:
@@ -174,7 +216,7 @@ def _checks_over(documents: dict) -> list[AssetCheckResult]:
             date: checks[index] for date, checks in by_date.items() if not checks[index].passed
         }
         rows = [
-            [date, ", ".join(f"{key} {value.value}" for key, value in result.metadata.items())]
+            [date, ", ".join(f"{key} {plain(item.value)}" for key, item in result.metadata.items())]
             for date, result in failing.items()
         ]
         results.append(
@@ -182,7 +224,7 @@ def _checks_over(documents: dict) -> list[AssetCheckResult]:
                 check_name=name,
                 passed=not failing,
                 severity=first.severity,
-                description=first.description,
+                description=CHECK_DESCRIPTIONS[name],
                 metadata={
                     "dates": len(by_date),
                     "first_date": min(by_date),
@@ -221,7 +263,7 @@ def _checks(document) -> list[AssetCheckResult]:
             check_name="no_failed",
             passed=not failed,
             severity=AssetCheckSeverity.WARN,
-            description="Failed conversations need manual review: `convsync failed` / `requeue`.",
+            description=CHECK_DESCRIPTIONS["no_failed"],
             metadata={
                 "failed": len(failed),
                 "failed_ids": MetadataValue.json([c.id for c in failed[:100]]),

@@ -19,11 +19,13 @@ from convsync_pipeline.assets.ranges import (
     remember_for_retry,
     set_aside_locked,
 )
+from convsync_pipeline.assets.upload_ingest import uploads_being_ingested
 from convsync_pipeline.core.keys import staging_prefix
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads
 from convsync_pipeline.pipeline.merge_date import merge_date
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError
 
@@ -36,15 +38,27 @@ class DatesLockedError(Exception):
 
 def build_ingest_assets(settings: Settings) -> list:
     partitions = daily_partitions(settings)
+    kinds = {store_kind(settings.store)}
 
-    @asset(partitions_def=partitions, group_name="convsync", backfill_policy=BACKFILL_POLICY)
+    @asset(
+        partitions_def=partitions,
+        group_name="convsync",
+        backfill_policy=BACKFILL_POLICY,
+        kinds=kinds,
+    )
     def raw_conversations(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext, blob_store: BlobStoreResource
     ) -> MaterializeResult:
         """Parse every upload not ingested yet (once in total, whatever the run's dates), stage
-        its conversations by date; each date of the run records what is staged for it."""
-        store = convsync.store_for_run(context.instance)
-        reports = list(ingest_new_uploads(store, convsync.settings()))
+        its conversations by date; each date of the run records what is staged for it.
+
+        Uploads an ingest run (`convsync_ingest`) is working on are left to it: their dates
+        get runs of their own when it succeeds."""
+        store = blob_store.store_for_run(context.instance)
+        in_flight = uploads_being_ingested(context.instance)
+        reports = list(ingest_new_uploads(store, settings, skip=in_flight))
+        if in_flight:
+            context.log.info(f"{len(in_flight)} uploads left to their ingest runs")
         for date in context.partition_keys:
             staged_for_date = sum(1 for _ in store.list(staging_prefix(date)))
             context.add_asset_metadata(
@@ -78,26 +92,27 @@ def build_ingest_assets(settings: Settings) -> list:
         group_name="convsync",
         deps=[raw_conversations],
         backfill_policy=BACKFILL_POLICY,
+        kinds=kinds,
         # Only store and lock trouble raise here; wait for a running analysis with backoff.
         retry_policy=RetryPolicy(
             max_retries=LOCK_RETRIES, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
         ),
     )
     def normalized_conversations(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext, blob_store: BlobStoreResource, blob_lock: BlobLockResource
     ) -> MaterializeResult:
         """Merge each date's staged conversations into `conversations/D.json` (new ids only).
 
         One date at a time, each under its own lock. A date locked by another run does not stop
         the others: they are merged, then the step raises for a retry of the locked dates only.
         """
-        store, run_settings = convsync.store_for_run(context.instance), convsync.settings()
+        store = blob_store.store_for_run(context.instance)
         dates = dates_for_this_try(context, "normalized_conversations")
         note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
         locked: list[DateLockedError] = []
         for date in dates:
             try:
-                report = merge_date(store, run_settings, date, context.run_id)
+                report = merge_date(store, blob_lock, date, context.run_id)
             except DateLockedError as error:
                 if not is_range(context) and context.retry_number < LOCK_RETRIES:
                     raise  # the step's RetryPolicy waits for the holder

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from convsync_pipeline.core.document import StatusSummary
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int = 50) -> str:
@@ -10,8 +13,37 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int =
     rows = list(rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows[:limit]:
-        cells = (str(cell).replace("|", "\\|").replace("\n", " ") for cell in row)
+        cells = (plain(cell).replace("|", "\\|").replace("\n", " ") for cell in row)
         lines.append("| " + " | ".join(cells) + " |")
     if len(rows) > limit:
         lines.append(f"\n… and {len(rows) - limit} more rows")
     return "\n".join(lines)
+
+
+def plain(value: object) -> str:
+    """A value as a person reads it: `positive 3, negative 1` for a mapping, items joined by
+    commas for a list, never a Python repr."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {plain(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(plain(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    if isinstance(value, str | int):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
+def date_totals(counts: StatusSummary) -> dict[str, int]:
+    """A date's conversations by status, as every materialisation of `ai_analysis` and
+    `daily_summary` records them: the partition's latest one always shows where the date
+    stands, whatever the run itself did (and the UI plots them across partitions)."""
+    return {
+        "total": counts.total,
+        "success": counts.success,
+        "failed": counts.failed,
+        "pending": counts.pending,
+        "processing": counts.processing,
+    }

@@ -28,7 +28,8 @@ from convsync_pipeline.assets.markdown import table
 from convsync_pipeline.operations import stored_dates
 from convsync_pipeline.operations.deadletters import list_failed
 from convsync_pipeline.operations.migrate import MigrationReport, migrate
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 
 OPERATIONS_GROUP = "convsync_operations"
@@ -53,12 +54,13 @@ def build_operations_definitions(settings: Settings) -> dict[str, list[Any]]:
             f"(CONVSYNC_MAX_ATTEMPTS={settings.max_attempts}), across every date: review "
             "them, then `convsync requeue DATE [--id ID…]`."
         ),
+        kinds={store_kind(settings.store)},
     )
     def dead_letters(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext, blob_store: BlobStoreResource
     ) -> MaterializeResult:
         """A view: reads every date document, writes nothing to the store."""
-        store = convsync.open_store()
+        store = blob_store.store_for_run(context.instance)
         listing = list_failed(store, stored_dates(store))
         for problem in listing.problems:
             context.log.warning(f"not listed: {problem}")
@@ -98,10 +100,16 @@ def build_operations_definitions(settings: Settings) -> dict[str, list[Any]]:
         description="Give legacy date documents processingStatus & co. (`convsync migrate`).",
     )
     def migrate_date_documents(
-        context: OpExecutionContext, config: MigrateConfig, convsync: ConvsyncResource
+        context: OpExecutionContext,
+        config: MigrateConfig,
+        blob_store: BlobStoreResource,
+        blob_lock: BlobLockResource,
     ):
         report = migrate(
-            convsync.open_store(), convsync.settings(), owner=context.run_id, dry_run=config.dry_run
+            blob_store.store_for_run(context.instance),
+            blob_lock,
+            owner=context.run_id,
+            dry_run=config.dry_run,
         )
         for document in report.documents:
             log = context.log.warning if document.outcome == "skipped" else context.log.info

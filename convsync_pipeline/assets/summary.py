@@ -10,16 +10,22 @@ from dagster import (
     asset,
 )
 
-from convsync_pipeline.assets.markdown import table
+from convsync_pipeline.assets.markdown import date_totals, table
 from convsync_pipeline.assets.ranges import set_aside_locked
+from convsync_pipeline.core.summary import DailySummary
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.summarise import write_daily_summary
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource, store_kind
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError
 
 CHECK = "summary_matches_document"
+CHECK_DESCRIPTION = (
+    "summaries/D.json was computed from the date document's current version "
+    "(its documentVersion); a stale one is rewritten by materialising daily_summary."
+)
 
 
 def build_summary_asset(settings: Settings):
@@ -28,10 +34,11 @@ def build_summary_asset(settings: Settings):
         group_name="convsync",
         deps=["ai_analysis"],
         backfill_policy=BACKFILL_POLICY,
-        check_specs=[AssetCheckSpec(CHECK, asset="daily_summary")],
+        check_specs=[AssetCheckSpec(CHECK, asset="daily_summary", description=CHECK_DESCRIPTION)],
+        kinds={store_kind(settings.store)},
     )
     def daily_summary(
-        context: AssetExecutionContext, convsync: ConvsyncResource
+        context: AssetExecutionContext, blob_store: BlobStoreResource, blob_lock: BlobLockResource
     ) -> MaterializeResult:
         """Write each date's summary from one document version, and say which version.
 
@@ -39,12 +46,12 @@ def build_summary_asset(settings: Settings):
         the others: their summaries are written, then the step fails naming the locked dates
         (rewriting a summary is idempotent, so the run's retry may redo every date).
         """
-        store, run_settings = convsync.store_for_run(context.instance), convsync.settings()
+        store = blob_store.store_for_run(context.instance)
         versions: dict[str, tuple[int, int]] = {}  # date -> (summary's version, document's)
         locked: list[DateLockedError] = []
         for date in context.partition_keys:
             try:
-                summary = write_daily_summary(store, run_settings, date, context.run_id)
+                summary = write_daily_summary(store, blob_lock, date, context.run_id)
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
                 continue
@@ -62,18 +69,22 @@ def build_summary_asset(settings: Settings):
     return daily_summary
 
 
-def _metadata(summary) -> dict:
+def _metadata(summary: DailySummary) -> dict:
+    """The date's totals by status (as `ai_analysis` records them), then what the summary says;
+    the sentiment mix as JSON and in the table, never as a Python repr."""
     counts = summary.summary
-    return {
-        "total": counts.total,
-        "success": counts.success,
-        "failed": counts.failed,
-        "pending": counts.pending,
+    return date_totals(counts) | {
         "processed_count": summary.processedCount,
         "success_rate": summary.successRate if summary.successRate is not None else 0.0,
         "mean_sentiment": summary.meanSentimentScore or 0.0,
         "escalation_rate": summary.escalationRate or 0.0,
         "document_version": summary.documentVersion,
+        "sentiment": MetadataValue.json(summary.sentiment),
+        "top_topics": MetadataValue.md(
+            table(["topic", "conversations"], [[t.topic, t.count] for t in summary.topTopics])
+            if summary.topTopics
+            else "No analysed conversation names a topic."
+        ),
         "summary": MetadataValue.md(
             table(
                 ["measure", "value"],
@@ -82,8 +93,9 @@ def _metadata(summary) -> dict:
                     ["analysed", counts.success],
                     ["failed", counts.failed],
                     ["pending", counts.pending],
+                    ["processing", counts.processing],
                     ["sentiment", summary.sentiment],
-                    ["top topics", ", ".join(t.topic for t in summary.topTopics[:5])],
+                    ["top topics", [t.topic for t in summary.topTopics[:5]] or "-"],
                     ["escalations", summary.escalations],
                     ["messages / conversation", summary.messagesPerConversation.mean],
                 ],

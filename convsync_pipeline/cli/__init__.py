@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from convsync_pipeline.settings import SettingsError
 from convsync_pipeline.store.base import StoreError
@@ -14,14 +15,31 @@ from convsync_pipeline.store.base import StoreError
 COMMAND_MODULES = ("demo", "upload", "operations")
 
 
+TERMINAL = logging.StreamHandler()
+"""Log lines on stderr. WARNING and up only: inside a Dagster run the `convsync` logger is
+raised to INFO for the event log, and those lines reach the terminal only with --verbose."""
+TERMINAL.setFormatter(logging.Formatter("%(message)s"))
+TERMINAL.setLevel(logging.WARNING)
+
+
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
+
+
+def installed_version() -> str:
+    try:
+        return version("convsync")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: run scripts/setup)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convsync",
         description="Keep conversation exports in blob storage in sync with their AI analysis.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"convsync {installed_version()}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -30,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # what logging.basicConfig would do, with the handler kept
+        root.setLevel(logging.WARNING)
+        root.addHandler(TERMINAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

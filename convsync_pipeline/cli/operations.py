@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
+from convsync_pipeline.cli.progress import ProgressLine
 from convsync_pipeline.operations import (
     DocumentProblem,
     OperationError,
@@ -24,11 +25,11 @@ from convsync_pipeline.operations import (
     parse_date,
     stored_dates,
 )
-from convsync_pipeline.resources.convsync import open_store
-from convsync_pipeline.settings import load_settings
+from convsync_pipeline.resources.blob_lock import locks_from_settings
+from convsync_pipeline.resources.blob_store import open_store
+from convsync_pipeline.settings import DEFAULT_STORE, Settings, load_settings
+from convsync_pipeline.store.base import Store
 
-MANY_DATES = 30
-"""From this many dates on, progress is shown even when stderr is not a terminal."""
 ERROR_CHARS = 60
 
 
@@ -88,10 +89,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     compact.set_defaults(handler=_compact)
 
     report = commands.add_parser(
-        "report", help="write a self-contained HTML report with charts (opens offline)"
+        "report",
+        help="write a self-contained HTML report with charts (opens offline)",
+        description=(
+            "Write one self-contained HTML page (charts, per-date table, failed conversations) "
+            "about the dates in the store. It opens offline in any browser."
+        ),
     )
     _range_arguments(report)
-    report.add_argument("--out", type=Path, default=Path("report.html"), metavar="FILE")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        metavar="FILE",
+        help="where to write the page (default: report.html in the current folder)",
+    )
     report.set_defaults(handler=_report)
 
 
@@ -115,47 +127,30 @@ def _user_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., 
     return wrapped
 
 
+def existing_store(settings: Settings) -> Store:
+    """The configured store, for commands that only read or fix it: a folder that does not
+    exist is an error naming it, never created (only `upload` and the pipeline create one)."""
+    from convsync_pipeline.cli import CommandError
+
+    if not settings.store.startswith("s3://"):
+        root = Path(settings.store.removeprefix("file://")).expanduser().resolve()
+        if not root.is_dir():
+            told = os.environ.get("CONVSYNC_STORE", "").strip()
+            setting = f"CONVSYNC_STORE={told}" if told else f"CONVSYNC_STORE unset: {DEFAULT_STORE}"
+            raise CommandError(
+                f"no store at {root} ({setting}); point CONVSYNC_STORE at your store, or "
+                "start one with `convsync upload FILE…` or `convsync demo`"
+            )
+    return open_store(settings)
+
+
+NO_DOCUMENTS = (
+    "no date documents in {url} yet: upload exports (`convsync upload FILE…`), then "
+    "process them (`dg launch --assets '*' --partition DATE`, or new_upload_sensor)"
+)
+
+
 # -- output helpers ---------------------------------------------------------------------
-
-
-class ProgressLine:
-    """A progress bar on stderr: redrawn in place on a terminal; elsewhere, when there are
-    many dates, one plain line per tenth so logs stay readable."""
-
-    width = 24
-
-    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.drawn = False
-        self.last_tenth = -1
-
-    def __call__(self, done: int, total: int, item: str) -> None:
-        if self.tty:
-            filled = round(self.width * done / total) if total else self.width
-            bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {item[:28]:<28}")
-            self.stream.flush()
-            self.drawn = True
-        elif total >= MANY_DATES:
-            tenth = done * 10 // total
-            if tenth != self.last_tenth:
-                self.last_tenth = tenth
-                print(f"{self.label}: {done}/{total} ({item})", file=self.stream, flush=True)
-
-    def __enter__(self) -> ProgressLine:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self.drawn:
-            self.stream.write("\r" + " " * (len(self.label) + self.width + 45) + "\r")
-            self.stream.flush()
 
 
 def _text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -208,10 +203,10 @@ def _status(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     date = parse_date(args.date) if args.date else None
-    store = open_store(settings)
+    store = existing_store(settings)
     dates = [date] if date else stored_dates(store)
     if not dates:
-        print(f"no date documents in {store.url}")
+        print(NO_DOCUMENTS.format(url=store.url))
         return 0
     with ProgressLine("status") as progress:
         report = collect_status(store, settings, dates, owner=owner_id("status"), progress=progress)
@@ -292,7 +287,7 @@ def _failed(args: argparse.Namespace) -> int:
     date = parse_date(args.date) if args.date else None
     start, end = check_range(args.start, args.end)
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     dates = [date] if date else stored_dates(store, start, end)
     with ProgressLine("failed") as progress:
         listing = list_failed(store, dates, progress)
@@ -328,8 +323,9 @@ def _requeue(args: argparse.Namespace) -> int:
 
     date = parse_date(args.date)
     settings = load_settings()
-    store = open_store(settings)
-    outcome = requeue_failed(store, settings, date, owner=owner_id("requeue"), ids=args.ids)
+    store = existing_store(settings)
+    locks = locks_from_settings(store, settings)
+    outcome = requeue_failed(store, locks, date, owner=owner_id("requeue"), ids=args.ids)
     for ident in outcome.unknown:
         print(
             f"convsync: error: {date} has no conversation {ident!r}; nothing changed for it",
@@ -358,13 +354,17 @@ def _migrate(args: argparse.Namespace) -> int:
     from convsync_pipeline.operations.migrate import migrate
 
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     with ProgressLine("migrate") as progress:
         report = migrate(
-            store, settings, owner=owner_id("migrate"), dry_run=args.dry_run, progress=progress
+            store,
+            locks_from_settings(store, settings),
+            owner=owner_id("migrate"),
+            dry_run=args.dry_run,
+            progress=progress,
         )
     if not report.documents:
-        print(f"no date documents in {store.url}")
+        print(NO_DOCUMENTS.format(url=store.url))
         return 0
     for document in report.documents:
         print(document.describe())
@@ -385,11 +385,11 @@ def _compact(args: argparse.Namespace) -> int:
 
     dates = [parse_date(args.date)] if args.date else None
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     with ProgressLine("compact") as progress:
         report = compact(
             store,
-            settings,
+            locks_from_settings(store, settings),
             owner=owner_id("compact"),
             prune=args.prune,
             dates=dates,
@@ -415,7 +415,7 @@ def _report(args: argparse.Namespace) -> int:
 
     start, end = check_range(args.start, args.end)
     settings = load_settings()
-    store = open_store(settings)
+    store = existing_store(settings)
     with ProgressLine("report") as progress:
         data = collect_report(store, start=start, end=end, progress=progress)
     page = render_report(data)
@@ -425,7 +425,7 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CommandError(f"cannot write {out}: {error.strerror}") from None
     print(
-        f"wrote {out} ({len(data.days)} date(s), {data.totals.total} conversations, "
+        f"wrote {out.resolve()} ({len(data.days)} date(s), {data.totals.total} conversations, "
         f"{len(data.failed)} failed)"
     )
     for problem in data.problems:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from convsync_pipeline.core.dates import local_dates
-from convsync_pipeline.core.document import DateDocument
+from convsync_pipeline.core.document import DateDocument, joined_texts
 from convsync_pipeline.core.records import meta_dicts
-
-if TYPE_CHECKING:
-    from convsync_pipeline.core.staging import StagedUpload
 
 ConversationRecord = dict[str, Any]  # a conversation in the document's JSON shape
 
@@ -77,6 +75,14 @@ def group_by_date(
     }
 
 
+class StagedBatch(Protocol):
+    """One upload's conversations of a date, as their text (`core.staging.StagedUpload`)."""
+
+    upload: str
+    ids: pa.Array
+    texts: pa.Array | pa.ChunkedArray
+
+
 @dataclass
 class StagedMerge:
     """What merging staged uploads into a document adds: the new ids and their text."""
@@ -116,15 +122,13 @@ def _first_uploads_win(
 
 
 def merge_staged(
-    present: DateDocument | Iterable[str], staged: Sequence[StagedUpload]
+    present: DateDocument | Iterable[str], staged: Sequence[StagedBatch]
 ) -> StagedMerge:
     """Append the conversations whose id is new to the date (a document, or the ids it holds),
     as `pending`; touch nothing else. The new conversations come back as the text to splice
     into a `conversations` list (a log entry, or `DateDocument.sealed_json_appending`), taken
     from the staged objects without decoding a message.
     """
-    from convsync_pipeline.core.staging import joined_texts  # staging imports this module
-
     if isinstance(present, DateDocument):
         present = (conversation.id for conversation in present.conversations)
     known = set(present)

@@ -7,14 +7,19 @@ counts can never drift from the data (seed fix 5).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from convsync_pipeline.core.dates import utc_now_iso
 
+LIST_LEVEL = 2  # conversations are items of a list two containers deep in a date document
+SEPARATOR = ",\n  "  # dump_json's separator between those items
 Status = Literal["pending", "processing", "success", "failed"]
 STATUSES: tuple[Status, ...] = ("pending", "processing", "success", "failed")
 
@@ -442,3 +447,24 @@ def _message_format(level: int) -> str:
             + '"timestamp": %s,' + inner + '"meta": %s' + outer + "}"
         )
     return found
+
+
+def joined_texts(texts: Sequence[pa.Array | pa.ChunkedArray]) -> list[memoryview | bytes]:
+    """The texts, in order, joined by dump_json's list separator: the items to splice into a
+    document's `conversations` list, as views of Arrow's memory between separators (nothing
+    is copied until the document itself is joined)."""
+    separator = SEPARATOR.encode()
+    pieces: list[memoryview | bytes] = []
+    for text in texts:
+        for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
+            if not len(chunk):
+                continue
+            _, offsets_buffer, data = chunk.buffers()
+            offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[
+                chunk.offset : chunk.offset + len(chunk) + 1
+            ].tolist()
+            view = memoryview(data if data is not None else b"")
+            for start, end in itertools.pairwise(offsets):
+                pieces += (separator, view[start:end])
+    return pieces[1:]

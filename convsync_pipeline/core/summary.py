@@ -45,6 +45,12 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def topics_of(analysis: dict) -> set[str]:
+    """An analysis's topics, lower-cased, each once: a topic counts conversations mentioning
+    it, however often (or in whichever case) one analysis repeats it."""
+    return {str(topic).lower() for topic in (analysis.get("topics") or []) if topic}
+
+
 def build_daily_summary(document: DateDocument) -> DailySummary:
     """Aggregate what the analysed conversations say; only `success` ones carry an analysis."""
     counts = document.count_statuses()
@@ -60,9 +66,7 @@ def build_daily_summary(document: DateDocument) -> DailySummary:
         for a in analyses
         if isinstance(a.get("sentimentScore"), int | float)
     ]
-    topics = Counter(
-        str(topic).lower() for a in analyses for topic in (a.get("topics") or []) if topic
-    )
+    topics = Counter(topic for a in analyses for topic in topics_of(a))
     resolutions = Counter(str(a.get("resolution", "unknown")) for a in analyses)
     escalations = sum(1 for a in analyses if a.get("escalationNeeded") is True)
     tokens = Counter[str]()

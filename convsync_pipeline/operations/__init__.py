@@ -105,10 +105,33 @@ def read_document(store: Store, date: str) -> LoadedDocument:
     """
     try:
         return load_document(store, date)
-    except CorruptDocumentError:
+    except CorruptDocumentError as error:
+        if MIGRATE_HINT in str(error):
+            _check_migrate_can_fix(store, date)
         raise
     except (IndexError, ValueError):
         raise CorruptDocumentError(f"{document_key(date)} is not valid JSON") from None
+
+
+MIGRATE_HINT = "convsync migrate"
+
+
+def _check_migrate_can_fix(store: Store, date: str) -> None:
+    """A document sent to `convsync migrate` that migrate would skip gets the real next step
+    instead, so a person is never sent in a circle between two commands."""
+    from convsync_pipeline.operations.migrate import UnreadableDocumentError, plan_migration
+
+    key = document_key(date)
+    data = store.read(key)
+    if data is None:
+        return
+    try:
+        plan_migration(date, data)
+    except UnreadableDocumentError as error:
+        raise CorruptDocumentError(
+            f"{key} is not a valid date document ({error}), and `convsync migrate` cannot fix "
+            "it: repair or replace the file by hand; until then every step leaves it untouched"
+        ) from None
 
 
 def load_many(

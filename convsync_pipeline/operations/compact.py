@@ -21,8 +21,13 @@ from convsync_pipeline.operations import (
     read_document,
 )
 from convsync_pipeline.pipeline.documents import CorruptDocumentError, DateWriter
-from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import ConflictError, DateLockedError, LeaseLostError, Store
+from convsync_pipeline.store.base import (
+    ConflictError,
+    DateLockedError,
+    DateLocks,
+    LeaseLostError,
+    Store,
+)
 from convsync_pipeline.store.local import LocalStore
 
 _JOURNAL_DATE = re.compile(r"^journal/(\d{4}-\d{2}-\d{2})/")
@@ -68,7 +73,7 @@ def journal_dates(store: Store) -> list[str]:
 
 def compact(
     store: Store,
-    settings: Settings,
+    locks: DateLocks,
     *,
     owner: str,
     prune: bool = False,
@@ -84,26 +89,21 @@ def compact(
     chosen = journal_dates(store) if dates is None else dates
     report = CompactReport()
     for done, date in enumerate(chosen, start=1):
-        report.dates.append(_compact_date(store, settings, date, owner, prune))
+        report.dates.append(_compact_date(store, locks, date, owner, prune))
         if progress is not None:
             progress(done, len(chosen), date)
     return report
 
 
 def _compact_date(
-    store: Store, settings: Settings, date: str, owner: str, prune: bool
+    store: Store, locks: DateLocks, date: str, owner: str, prune: bool
 ) -> DateCompaction:
     result = DateCompaction(date)
     try:
         # An unlocked look first: a date with nothing to fold or prune takes no lock.
         if not read_document(store, date).unfolded_entries and not prune:
             return result
-        with store.date_lock(
-            date,
-            owner,
-            ttl_seconds=settings.lock_ttl_seconds,
-            wait_seconds=settings.lock_wait_seconds,
-        ) as lease:
+        with locks.date_lock(date, owner) as lease:
             loaded = read_document(store, date)
             if loaded.unfolded_entries:
                 result.folded = loaded.unfolded_entries

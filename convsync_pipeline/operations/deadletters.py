@@ -25,8 +25,7 @@ from convsync_pipeline.operations import (
     read_document,
 )
 from convsync_pipeline.pipeline.documents import apply_and_checkpoint
-from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Store
+from convsync_pipeline.store.base import DateLocks, Store
 
 FIRST_WORDS_CHARS = 80
 CUSTOMER_ROLES = frozenset({"user", "customer", "client", "human", "visitor", "contact"})
@@ -126,7 +125,7 @@ def list_failed(
 
 def requeue_failed(
     store: Store,
-    settings: Settings,
+    locks: DateLocks,
     date: str,
     *,
     owner: str,
@@ -139,9 +138,7 @@ def requeue_failed(
     """
     wanted = list(dict.fromkeys(ids)) if ids else None
     outcome = RequeueOutcome(date=date)
-    with store.date_lock(
-        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
-    ) as lease:
+    with locks.date_lock(date, owner) as lease:
         loaded = read_document(store, date)
         if loaded.token is None:
             raise OperationError(f"no date document for {date} ({document_key(date)})")

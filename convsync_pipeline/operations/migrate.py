@@ -29,10 +29,10 @@ from convsync_pipeline.operations import (
     date_from_key,
 )
 from convsync_pipeline.pipeline.documents import LoadedDocument, save_document
-from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import (
     ConflictError,
     DateLockedError,
+    DateLocks,
     LeaseLostError,
     Store,
 )
@@ -196,7 +196,7 @@ def plan_migration(date: str, data: bytes) -> MigrationPlan:
 
 def migrate(
     store: Store,
-    settings: Settings,
+    locks: DateLocks,
     *,
     owner: str,
     dry_run: bool = False,
@@ -216,7 +216,7 @@ def migrate(
             # never becomes legacy again, so only one that needs writing takes its lock.
             result = _assess(store, key, date, write=None)
             if result.outcome == "would_migrate" and not dry_run:
-                result = _migrate_locked(store, settings, key, date, owner)
+                result = _migrate_locked(store, locks, key, date, owner)
         report.documents.append(result)
         if progress is not None:
             progress(done, len(keys), date or key)
@@ -224,15 +224,10 @@ def migrate(
 
 
 def _migrate_locked(
-    store: Store, settings: Settings, key: str, date: str, owner: str
+    store: Store, locks: DateLocks, key: str, date: str, owner: str
 ) -> DocumentMigration:
     try:
-        with store.date_lock(
-            date,
-            owner,
-            ttl_seconds=settings.lock_ttl_seconds,
-            wait_seconds=settings.lock_wait_seconds,
-        ) as lease:
+        with locks.date_lock(date, owner) as lease:
 
             def write(plan: MigrationPlan, token: str) -> int:
                 loaded = LoadedDocument(plan.document, token)

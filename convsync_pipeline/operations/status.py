@@ -21,6 +21,7 @@ from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, Store
 
 NoteKind = Literal["inconsistent", "info"]
+ANALYSIS_AND_SUMMARY = "ai_analysis,daily_summary"
 _COUNTED = ("total", "pending", "processing", "success", "failed")
 
 
@@ -129,12 +130,13 @@ def document_status(
         note(
             "inconsistent",
             f"{exhausted} pending conversation(s) have no attempts left "
-            f"(retryCount >= CONVSYNC_MAX_ATTEMPTS={settings.max_attempts}) and will never run",
+            f"(retryCount >= CONVSYNC_MAX_ATTEMPTS={settings.max_attempts}) and will never run; "
+            "raise CONVSYNC_MAX_ATTEMPTS to give them more",
         )
     if counts.processing:
         kind, text = _processing_note(store, settings, document.date, owner)
         note(kind, text)
-    kind_text = _summary_note(store, document)
+    kind_text = _summary_note(store, document, counts)
     if kind_text:
         note(*kind_text)
     if counts.failed:
@@ -194,19 +196,36 @@ def _processing_note(
     )
 
 
-def _summary_note(store: Store, document: DateDocument) -> tuple[NoteKind, str] | None:
+def launch_command(date: str, assets: str) -> str:
+    """The exact command that materialises `assets` (a dg selection) for one date."""
+    return f"`dg launch --assets '{assets}' --partition {date}`"
+
+
+def _summary_note(
+    store: Store, document: DateDocument, counts: StatusSummary
+) -> tuple[NoteKind, str] | None:
+    """Whether `summaries/D.json` is missing or stale, and the step that actually fixes it:
+    while conversations are still due, that is `ai_analysis` (the summary follows it)."""
     key = summary_key(document.date)
+    due = counts.pending + counts.processing
+    if due:
+        step = (
+            f"{due} conversation(s) still pending: materialise ai_analysis, then daily_summary "
+            f"({launch_command(document.date, ANALYSIS_AND_SUMMARY)})"
+        )
+    else:
+        step = f"materialise daily_summary ({launch_command(document.date, 'daily_summary')})"
     data = store.read(key)
     if data is None:
-        return "info", f"{key} not written yet: materialise daily_summary for {document.date}"
+        return "info", f"{key} not written yet; {step}"
     try:
         version = json.loads(data).get("documentVersion")
     except (ValueError, UnicodeDecodeError, AttributeError):
-        return "inconsistent", f"{key} is not valid JSON"
+        return "inconsistent", f"{key} is not valid JSON; {step}"
     if version != document.version:
         return (
             "inconsistent",
             f"{key} was computed from version {version} but {document_key(document.date)} "
-            f"is at version {document.version}: re-materialise daily_summary",
+            f"is at version {document.version}; {step}",
         )
     return None

@@ -48,7 +48,7 @@ from convsync_pipeline.pipeline.documents import (
     load_document,
 )
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Lease, LeaseLostError, Store
+from convsync_pipeline.store.base import DateLocks, Lease, LeaseLostError, Store
 
 log = logging.getLogger("convsync")
 
@@ -211,6 +211,7 @@ class _Pass:
 
 def analyse_date(
     store: Store,
+    locks: DateLocks,
     settings: Settings,
     make_analyzer: Callable[[], Analyzer],
     date: str,
@@ -218,9 +219,7 @@ def analyse_date(
 ) -> AnalysisReport:
     """Hold the date lock for the whole pass; return what happened."""
     started = time.monotonic()
-    with store.date_lock(
-        date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=settings.lock_wait_seconds
-    ) as lease:
+    with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
         run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
         try:

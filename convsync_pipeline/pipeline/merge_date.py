@@ -17,8 +17,7 @@ from convsync_pipeline.pipeline.documents import (
     load_ids,
 )
 from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
-from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import Lease, Store
+from convsync_pipeline.store.base import DateLocks, Lease, Store
 
 log = logging.getLogger("convsync")
 
@@ -40,7 +39,7 @@ def _merged_keys(store: Store, date: str) -> list[str]:
     return [] if data is None else list(json.loads(data)["staged"])
 
 
-def merge_date(store: Store, settings: Settings, date: str, owner: str) -> MergeReport:
+def merge_date(store: Store, locks: DateLocks, date: str, owner: str) -> MergeReport:
     """Merge what is staged for `date` and not merged yet; an untouched day gets an empty document.
 
     The new conversations become one log entry (SPEC 5a), so a merge costs what the upload
@@ -54,12 +53,7 @@ def merge_date(store: Store, settings: Settings, date: str, owner: str) -> Merge
     """
     with (
         bulk_work(),
-        store.date_lock(
-            date,
-            owner,
-            ttl_seconds=settings.lock_ttl_seconds,
-            wait_seconds=settings.lock_wait_seconds,
-        ) as lease,
+        locks.date_lock(date, owner) as lease,
     ):
         merged = _merged_keys(store, date)
         fresh = staged_uploads(store, date, skip=frozenset(merged))

@@ -50,6 +50,14 @@ class ObjectInfo:
     last_modified: dt.datetime  # aware, UTC
     etag: str  # changes whenever the bytes change; stable otherwise
 
+    @property
+    def listed_version(self) -> str:
+        """A mark of this version that the listing itself gives, at no cost: it changes
+        whenever the bytes may have (a write, a replace) and may also change when they did
+        not (a touch). S3's ETag is that already; a folder store's `etag` is a digest of the
+        content, which takes reading the file (`LocalObjectInfo`)."""
+        return self.etag
+
 
 @dataclass(frozen=True)
 class Versioned:
@@ -63,6 +71,7 @@ class Streamed:
 
     stream: BinaryIO
     token: str
+    size: int | None = None  # bytes stored, when the backend says (a gzip's inflate limit)
 
 
 class Lease(Protocol):
@@ -100,6 +109,11 @@ class Store(Protocol):
         """Unconditional write, for derived objects (summaries, staging, quarantine)."""
         ...
 
+    def write_file(self, key: str, path: str) -> None:
+        """`write` of a local file's bytes, streamed: a large derived object (staging,
+        quarantine) is never held in memory whole."""
+        ...
+
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         """Write `data` only if the current token is `expected` (None: only if absent).
 
@@ -116,6 +130,29 @@ class Store(Protocol):
     ) -> AbstractContextManager[Lease]:
         """Hold `locks/<date>.lock` for the block, or raise DateLockedError after waiting."""
         ...
+
+
+class DateLocks(Protocol):
+    """Hands out date locks under one lease policy (TTL, wait): the blob lock resource in
+    Dagster, `StoreLocks` elsewhere. Every writer of a date takes its lock through one."""
+
+    def date_lock(self, date: str, owner: str) -> AbstractContextManager[Lease]:
+        """Hold `locks/<date>.lock` for the block, or raise DateLockedError after waiting."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreLocks:
+    """The date locks of `store` with a fixed TTL and wait: `DateLocks` from plain values."""
+
+    store: Store
+    ttl_seconds: float
+    wait_seconds: float
+
+    def date_lock(self, date: str, owner: str) -> AbstractContextManager[Lease]:
+        return self.store.date_lock(
+            date, owner, ttl_seconds=self.ttl_seconds, wait_seconds=self.wait_seconds
+        )
 
 
 def check_key(key: str) -> str:

@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.keys import lock_key
@@ -42,12 +44,110 @@ from convsync_pipeline.store.base import (
 log = logging.getLogger("convsync")
 
 _TEMP_MARK = ".convsync-tmp-"
-_INTERNAL_DIR = ".convsync"  # per-key CAS guards; never listed, not part of the key space
+_INTERNAL_DIR = ".convsync"  # CAS guards and digests; never listed, not part of the key space
+_HASH_BLOCK = 1 << 20
 
 
-def _token(stat: os.stat_result) -> str:
-    """A new inode comes with every replace, so inode+mtime+size changes on every write."""
-    return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+Signature = tuple[int, int, int, int]
+
+
+def _signature(stat: os.stat_result) -> Signature:
+    """What changes whenever a file's bytes may have: a replace gives a new inode, an in-place
+    write a new mtime/ctime (and usually size)."""
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class Digests:
+    """Version tokens of the folder store: a digest of the content, like S3's ETag, so the same
+    bytes written again under a key are the same version (and the same upload) on both
+    backends. Hashing a large upload costs a read, so a digest is remembered by the file's
+    signature: in memory, and, once the file has been left alone for `SETTLED_NS`, in
+    `.convsync/digests/` for the next process (a write in the same clock tick as the hash
+    could otherwise hide behind an unchanged signature)."""
+
+    SETTLED_NS = 2_000_000_000
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / _INTERNAL_DIR / "digests"
+        self.memo: dict[str, tuple[Signature, str]] = {}
+
+    def wrote(self, key: str, stat: os.stat_result, digest: str) -> str:
+        """Our own replace: nobody else has had the new file yet, so its digest is certain."""
+        self.memo[key] = (_signature(stat), digest)
+        return digest
+
+    def of_handle(self, key: str, handle: BinaryIO) -> str:
+        """The digest of the open file `handle` (left at offset 0)."""
+        stat = os.fstat(handle.fileno())
+        known = self._known(key, stat)
+        if known is not None:
+            return known
+        hasher = hashlib.sha256()
+        while piece := handle.read(_HASH_BLOCK):
+            hasher.update(piece)
+        handle.seek(0)
+        digest = hasher.hexdigest()[:32]
+        self._remember(key, stat, os.fstat(handle.fileno()), digest)
+        return digest
+
+    def of_data(self, key: str, stat: os.stat_result, data: bytes) -> str:
+        """The digest of `data`, just read whole from the file whose stat was `stat`."""
+        known = self._known(key, stat)
+        if known is not None:
+            return known
+        digest = _digest(data)
+        self._remember(key, stat, stat, digest)
+        return digest
+
+    def of_path(self, key: str, path: Path) -> str | None:
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        with handle:
+            return self.of_handle(key, handle)
+
+    def _known(self, key: str, stat: os.stat_result) -> str | None:
+        signature = _signature(stat)
+        remembered = self.memo.get(key)
+        if remembered is not None and remembered[0] == signature:
+            return remembered[1]
+        try:
+            stored = json.loads(self._file(key).read_bytes())
+            if stored["key"] == key and tuple(stored["signature"]) == signature:
+                self.memo[key] = (signature, stored["digest"])
+                return str(stored["digest"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _remember(
+        self, key: str, before: os.stat_result, after: os.stat_result, digest: str
+    ) -> None:
+        signature = _signature(before)
+        if _signature(after) != signature:
+            return  # written to while we hashed: the digest is of no one version
+        self.memo[key] = (signature, digest)
+        if time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) < self.SETTLED_NS:
+            return
+        path = self._file(key)
+        body = json.dumps({"key": key, "signature": list(signature), "digest": digest})
+        temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
+        try:  # a cache: losing it costs one hash; failing to write it costs nothing
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_text(body)
+            os.replace(temp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+    def _file(self, key: str) -> Path:
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.folder / name[:2] / f"{name}.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,6 +156,34 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LocalObjectInfo(ObjectInfo):
+    """A listed file whose `etag` (its content digest) is worked out only when asked for: most
+    listings (documents, staging, the upload index) never look at it, uploads do."""
+
+    def __init__(self, store: LocalStore, key: str, stat: os.stat_result) -> None:
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "size", stat.st_size)
+        object.__setattr__(
+            self, "last_modified", dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC)
+        )
+        object.__setattr__(self, "_store", store)
+        object.__setattr__(self, "_etag", None)
+        object.__setattr__(self, "_signature", _signature(stat))
+
+    @property
+    def listed_version(self) -> str:
+        """The file's inode, size, mtime and ctime: no read of its content."""
+        return "-".join(f"{part:x}" for part in self._signature)
+
+    @property
+    def etag(self) -> str:  # type: ignore[override]
+        if self._etag is None:
+            digest = self._store.digests.of_path(self.key, self._store._path(self.key))
+            # Gone since it was listed: a token no version has, so it is never taken as one.
+            object.__setattr__(self, "_etag", digest or "deleted")
+        return self._etag
 
 
 @dataclass
@@ -82,6 +210,7 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
+        self.digests = Digests(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -98,17 +227,21 @@ class LocalStore:
     # -- reads ---------------------------------------------------------------------------
 
     def read(self, key: str) -> bytes | None:
-        found = self.read_versioned(key)
-        return None if found is None else found.data
+        """The bytes alone: no version token, so nothing is hashed."""
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
 
     def read_versioned(self, key: str) -> Versioned | None:
         path = self._path(key)
         try:
             with path.open("rb") as handle:
                 stat = os.fstat(handle.fileno())
-                return Versioned(data=handle.read(), token=_token(stat))
+                data = handle.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        return Versioned(data=data, token=self.digests.of_data(key, stat, data))
 
     @contextlib.contextmanager
     def open_versioned(self, key: str, token: str | None = None) -> Iterator[Streamed | None]:
@@ -119,22 +252,24 @@ class LocalStore:
             yield None
             return
         with handle:
-            current = _token(os.fstat(handle.fileno()))
+            current = self.digests.of_handle(key, handle)
+            size = os.fstat(handle.fileno()).st_size
             # A replace makes a new inode: the open file stays the version it was.
-            yield None if token is not None and token != current else Streamed(handle, current)
-
-    def _current_token(self, path: Path) -> str | None:
-        try:
-            return _token(path.stat())
-        except FileNotFoundError:
-            return None
+            found = Streamed(handle, current, size)
+            yield None if token is not None and token != current else found
 
     # -- writes --------------------------------------------------------------------------
 
     def write(self, key: str, data: bytes) -> None:
-        self._replace(self._path(key), data)
+        """No token is returned, so nothing is hashed: staging, quarantine and summaries are
+        written far more often than anyone asks for their version."""
+        self._replace(key, data)
 
-    def _replace(self, path: Path, data: bytes) -> str:
+    def write_file(self, key: str, path: str) -> None:
+        self._replace(key, Path(path))
+
+    def _replace(self, key: str, data: bytes | Path) -> os.stat_result:
+        path = self._path(key)
         try:
             return self._replace_or_raise(path, data)
         except OSError as error:
@@ -143,7 +278,8 @@ class LocalStore:
                 f"{error.strerror or error}"
             ) from None
 
-    def _replace_or_raise(self, path: Path, data: bytes) -> str:
+    def _replace_or_raise(self, path: Path, data: bytes | Path) -> os.stat_result:
+        """Write `data` (bytes, or a local file's bytes, copied a piece at a time) in place."""
         temp = self._write_temp(path, data)
         try:
             os.replace(temp, path)
@@ -152,15 +288,19 @@ class LocalStore:
                 temp.unlink()
             raise
         _fsync_dir(path.parent)
-        return _token(path.stat())
+        return path.stat()
 
-    def _write_temp(self, path: Path, data: bytes) -> Path:
+    def _write_temp(self, path: Path, data: bytes | Path) -> Path:
         """`data` in a fsynced temp file beside `path`, ready to be renamed or linked."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
             with temp.open("wb") as handle:
-                handle.write(data)
+                if isinstance(data, Path):
+                    with data.open("rb") as source:
+                        shutil.copyfileobj(source, handle, 1 << 20)
+                else:
+                    handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         except BaseException:
@@ -169,7 +309,7 @@ class LocalStore:
             raise
         return temp
 
-    def _create_or_raise(self, path: Path, data: bytes) -> str:
+    def _create_or_raise(self, path: Path, data: bytes) -> os.stat_result:
         """Create `path` holding `data` only if absent: a hard link of a complete temp file
         fails when the name exists, so the object appears whole or not at all, and no lock
         is needed (a log entry of a large date is one of these per window refill)."""
@@ -180,19 +320,20 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
         _fsync_dir(path.parent)
-        return _token(path.stat())
+        return path.stat()
 
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         path = self._path(key)
         if expected is None:
             try:
-                return self._create_or_raise(path, data)
+                stat = self._create_or_raise(path, data)
             except FileExistsError:
                 raise ConflictError(key, "it already exists") from None
             except OSError as error:
                 raise StoreError(
                     f"cannot write {key} under {self.root}: {error.strerror or error}"
                 ) from None
+            return self.digests.wrote(key, stat, _digest(data))
         guard = (
             self.root
             / _INTERNAL_DIR
@@ -203,10 +344,10 @@ class LocalStore:
         fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            current = self._current_token(path)
+            current = self.digests.of_path(key, path)
             if current != expected:
                 raise ConflictError(key, "it already exists" if expected is None else "")
-            return self._replace(path, data)
+            return self.digests.wrote(key, self._replace(key, data), _digest(data))
         finally:
             os.close(fd)
 
@@ -244,12 +385,7 @@ class LocalStore:
                 with contextlib.suppress(FileNotFoundError):
                     found.append((key, os.stat(os.path.join(folder, name))))
         for key, stat in sorted(found, key=lambda item: item[0]):
-            yield ObjectInfo(
-                key=key,
-                size=stat.st_size,
-                last_modified=dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
-                etag=_token(stat),
-            )
+            yield LocalObjectInfo(self, key, stat)
 
     # -- the date lock -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import (
@@ -323,7 +323,8 @@ class S3Store:
             raise self._fail(exc, "read", key) from exc
         body = response["Body"]
         try:
-            yield Streamed(_ReadErrors(body, self, key), _token(response["ETag"]))
+            stream = _ReadErrors(body, self, key)
+            yield Streamed(stream, _token(response["ETag"]), response.get("ContentLength"))
         finally:
             body.close()
 
@@ -337,12 +338,18 @@ class S3Store:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes | BinaryIO) -> None:
         check_key(key)
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "write", key) from exc
+
+    def write_file(self, key: str, path: str) -> None:
+        """One PUT streamed from the file (up to S3's 5 GB for one PUT; staged objects are
+        compressed, a fraction of their upload)."""
+        with open(path, "rb") as body:
+            self.write(key, body)
 
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         """Conditional put; when its outcome is unknown, re-read and decide instead of guessing."""

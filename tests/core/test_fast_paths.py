@@ -19,18 +19,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convsync_pipeline.core import document as document_module
-from convsync_pipeline.core import staging
+from convsync_pipeline.core import rendering
 from convsync_pipeline.core.conversations import group_by_date, merge_staged
-from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
-from convsync_pipeline.core.records import meta_dicts, parse_upload
+from convsync_pipeline.core.document import Conversation, DateDocument, dump_json, joined_texts
+from convsync_pipeline.core.formats import parse_upload
+from convsync_pipeline.core.records import meta_dicts
 from convsync_pipeline.core.staging import (
     CHUNK_MESSAGES,
     StagedUpload,
     StagingFormatError,
     _stage_slowly,
-    joined_texts,
     stage_messages,
-    staged_bodies,
 )
 
 BASE_NS = 1_770_768_000 * 10**9  # 2026-02-11T00:00:00Z
@@ -131,10 +130,6 @@ def test_staging_is_group_by_date_as_the_standard_library_writes_it(rows, zone, 
     source = 'incoming/a "b".csv'
     fast = list(stage_messages(frame, source, "etag-1", tz, chunk_messages=chunk))
     assert _staged(fast) == _staged(_stage_slowly(frame, source, "etag-1", tz))
-    bodies = list(staged_bodies(frame, source, "etag-1", tz, chunk_messages=chunk))
-    assert [(date, count) for date, count, _ in bodies] == [(s.date, len(s)) for s in fast]
-    for (_, _, body), staged in zip(bodies, fast, strict=True):
-        assert _staged([StagedUpload.decode(body, "staging/k.arrow")]) == _staged([staged])
     grouped = group_by_date(frame, source, tz)
     assert sorted(s.date for s in fast) == sorted(grouped)
     for staged in fast:
@@ -269,6 +264,6 @@ def test_a_csvs_extra_columns_are_staged_column_wise_as_their_dicts(rows, combin
     ]
     assert meta_dicts(parsed.messages["meta"]) == expected
     tz = ZoneInfo("UTC")
-    with mock.patch.object(staging, "_META_CACHE_LIMIT", combinations):
+    with mock.patch.object(rendering, "_META_CACHE_LIMIT", combinations):
         fast = list(stage_messages(parsed.messages, "incoming/a.csv", "e", tz))
     assert _staged(fast) == _staged(_stage_slowly(parsed.messages, "incoming/a.csv", "e", tz))

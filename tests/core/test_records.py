@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import random
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,13 +17,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convsync_pipeline.core import records
+from convsync_pipeline.core import dates
+from convsync_pipeline.core.formats import csv as csv_format
+from convsync_pipeline.core.formats import jsonl as jsonl_format
+from convsync_pipeline.core.formats import (
+    parse_upload,
+    parse_upload_stream,
+    read_upload,
+    source_of,
+)
+from convsync_pipeline.core.formats.streams import bytes_opener
 from convsync_pipeline.core.records import (
     MESSAGE_COLUMNS,
+    CollectedParts,
     ParsedUpload,
     QuarantinedRecord,
     meta_dicts,
-    parse_upload,
     upload_format,
 )
 
@@ -368,11 +379,19 @@ def test_csv_fast_and_row_by_row_paths_agree(cells: list[tuple[str, str, str]]) 
         writer.writerow([f"c{i}" if i % 7 else " ", stamp, role, content, note])
     data = out.getvalue().encode()
     fast = parse("u.csv", data)
-    slow = check(records._csv_row_by_row("u.csv", data, records.UTC, False))
+    slow = check(row_by_row("u.csv", data))
     pd.testing.assert_frame_equal(fast.messages, slow.messages)
     assert [(q.position, q.reason) for q in fast.quarantined] == [
         (q.position, q.reason) for q in slow.quarantined
     ]
+
+
+def row_by_row(key: str, data: bytes) -> ParsedUpload:
+    """The CSV read by the careful path only, as if Arrow had refused it."""
+    parts = CollectedParts()
+    with source_of(key, bytes_opener(data), size=len(data)).open() as stream:
+        csv_format._row_by_row(key, stream, parts, dates.UTC, False)
+    return ParsedUpload.combined(key, parts.parts)
 
 
 # CSV streamed from the store: exactly the whole-bytes result, a block at a time -----------
@@ -397,18 +416,26 @@ class Reads(io.RawIOBase):
         return len(piece)
 
 
+class Opens:
+    """An opener of `Reads` streams of the bytes, remembering them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.streams: list[Reads] = []
+
+    @contextlib.contextmanager
+    def __call__(self):  # type: ignore[no-untyped-def]
+        self.streams.append(Reads(self.data))
+        yield self.streams[-1]
+
+
 def streamed(key: str, data: bytes, block_size: int, **kwargs: object) -> tuple[ParsedUpload, bool]:
-    """The upload parsed from a stream, and whether the parser asked for the whole bytes."""
-    asked: list[bool] = []
-
-    def read_whole() -> bytes:
-        asked.append(True)
-        return data
-
-    parsed = records.parse_upload_stream(
-        key, Reads(data), read_whole, block_size=block_size, **kwargs  # type: ignore[arg-type]
+    """The upload parsed from a stream, and whether the parser read it a second time."""
+    opens = Opens(data)
+    parsed = parse_upload_stream(
+        key, opens, size=len(data), block_size=block_size, **kwargs  # type: ignore[arg-type]
     )
-    return check(parsed), bool(asked)
+    return check(parsed), len(opens.streams) > 1
 
 
 def assert_same(one: ParsedUpload, other: ParsedUpload) -> None:
@@ -450,22 +477,23 @@ def test_a_large_csv_is_read_a_block_at_a_time_never_whole(gzipped: bool) -> Non
     assert not asked_whole
     assert_same(parsed, parse(key, body))
     assert len(parsed.messages) == 32_000 and len(parsed.quarantined) == 8_000
-    stream = Reads(body)
-    records.parse_upload_stream(key, stream, bytes, block_size=1 << 16)
+    opens = Opens(body)
+    parse_upload_stream(key, opens, size=len(body), block_size=1 << 16)
+    [stream] = opens.streams
     assert stream.total == len(body)
     assert stream.largest <= 1 << 17 < len(body) // 4  # in pieces: never the file at once
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "asks_whole"),
+    ("name", "data", "asks_again"),
     [
-        ("empty", b"", True),
-        ("blank lines", b"\n\n  \n", True),
+        ("empty", b"", False),
+        ("blank lines", b"\n\n  \n", False),
         ("header only", b"conversation_id,timestamp,role,content\n", False),
-        ("no timestamp column", b"conversation_id,role\nc1,user\n", True),
+        ("no timestamp column", b"conversation_id,role\nc1,user\n", False),
         ("utf-8 bom", "\ufeffconversation_id,timestamp\nc1,2026-02-11T14:03:00Z\n".encode(), False),
-        ("utf-16 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-16"), True),
-        ("utf-32 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-32"), True),
+        ("utf-16 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-16"), False),
+        ("utf-32 bom", f"conversation_id,timestamp\nc1,{TS}\n".encode("utf-32"), False),
         ("ragged row after many blocks", _messages_csv(5_000, extra=b"c9,%b\n" % TS_BYTES), True),
         ("invalid utf-8 after many blocks",
          _messages_csv(5_000, extra=b"c9,%b,us\xffr,x,y\n" % TS_BYTES), True),
@@ -476,24 +504,23 @@ def test_a_large_csv_is_read_a_block_at_a_time_never_whole(gzipped: bool) -> Non
              [b"c1", TS.encode()] + [b"v"] * 300) + b"\n", True),
     ],
 )
-def test_what_the_stream_cannot_take_is_parsed_whole(
-    name: str, data: bytes, asks_whole: bool
+def test_what_arrow_cannot_take_is_read_again_row_by_row(
+    name: str, data: bytes, asks_again: bool
 ) -> None:
     parsed, asked = streamed("u.csv", data, 1 << 16)
-    assert_same(parsed, parse("u.csv", data))
-    assert asked == asks_whole, name
+    assert_same(parsed, row_by_row("u.csv", data) if asks_again else parse("u.csv", data))
+    assert asked == asks_again, name
 
 
-def test_a_broken_gzip_stream_is_parsed_whole() -> None:
+def test_a_broken_gzip_stream_is_one_quarantined_record() -> None:
     body = gzip.compress(_messages_csv(20_000))
     truncated = body[: len(body) // 2]
-    parsed, asked = streamed("u.csv.gz", truncated, 1 << 16)
-    assert asked
+    parsed, _ = streamed("u.csv.gz", truncated, 1 << 16)
     assert_same(parsed, parse("u.csv.gz", truncated))
     assert "not a valid gzip file" in parsed.quarantined[0].reason
 
 
-def test_json_and_jsonl_uploads_are_read_from_the_stream_whole() -> None:
+def test_json_and_jsonl_uploads_are_read_from_the_stream_once() -> None:
     jsonl = f'{{"conversation_id": "c1", "timestamp": "{TS}"}}\n'.encode()
     for key, data in (("u.jsonl", jsonl), ("u.json", b"[" + jsonl.strip() + b"]")):
         parsed, asked = streamed(key, data, 1 << 16)
@@ -715,6 +742,24 @@ def jsonl_upload(draw: st.DrawFn) -> tuple[bytes, int, int]:
             lines.append(json.dumps({"id": f"c{i}", "messages": []}).encode())
             quarantined += 1
     return b"\n".join(lines), accepted, quarantined
+
+
+@SETTINGS
+@given(jsonl_upload(), st.sampled_from([1, 2, 3, 7]), st.booleans())
+def test_jsonl_streamed_in_parts_is_the_whole_jsonl(
+    case: tuple[bytes, int, int], part_records: int, gzipped: bool
+) -> None:
+    data, _, _ = case
+    key = "u.jsonl.gz" if gzipped else "u.jsonl"
+    body = gzip.compress(data) if gzipped else data
+    whole = parse(key, body)  # one part: PART_RECORDS is far above any example's size
+    with mock.patch.object(jsonl_format, "PART_RECORDS", part_records):
+        parts = CollectedParts()
+        read_upload(source_of(key, bytes_opener(body), size=len(body)), parts)
+    if whole.records_in > 3 * part_records:  # a line holds at most 3 records here
+        assert len(parts.parts) > 1  # really in parts
+    streamed_parts = check(ParsedUpload.combined(key, parts.parts))
+    assert_same(streamed_parts, whole)
 
 
 @SETTINGS

@@ -7,7 +7,7 @@ from typing import Any
 from dagster import DagsterInstance, materialize
 
 from convsync_pipeline.definitions import build_assets
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources import build_resources
 from convsync_pipeline.settings import Settings, load_settings
 
 
@@ -20,7 +20,7 @@ def run_date(settings: Settings, date: str, instance: DagsterInstance | None = N
     return materialize(
         build_assets(settings),
         partition_key=date,
-        resources={"convsync": ConvsyncResource.from_settings(settings)},
+        resources=build_resources(settings),
         instance=instance,
         raise_on_error=False,
     )
@@ -37,7 +37,7 @@ def run_range(
     `BackfillPolicy.single_run()` does: the run carries the range tags, not a partition."""
     return materialize(
         build_assets(settings),
-        resources={"convsync": ConvsyncResource.from_settings(settings)},
+        resources=build_resources(settings),
         instance=instance,
         raise_on_error=False,
         selection=selection,
@@ -63,14 +63,12 @@ def sensor_ticker(settings: Settings):
     from convsync_pipeline.definitions import build_definitions
 
     sensor = build_definitions(settings).resolve_sensor_def("new_upload_sensor")
-    resource = ConvsyncResource.from_settings(settings)
+    resources = build_resources(settings)
     instance = DagsterInstance.ephemeral()
 
     def tick(cursor: str | None) -> tuple[list, str | None]:
-        context = build_sensor_context(
-            cursor=cursor, resources={"convsync": resource}, instance=instance
-        )
-        result = sensor(context)
+        with build_sensor_context(cursor=cursor, resources=resources, instance=instance) as context:
+            result = sensor(context)
         if isinstance(result, SensorResult):
             return list(result.run_requests), result.cursor
         return [], cursor

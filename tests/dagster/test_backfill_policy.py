@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,16 @@ def test_a_date_locked_by_another_run_fails_alone(pipeline) -> None:
     assert statuses(store, D2) == {"b-1": ("success", 0), "b-2": ("success", 0)}
 
 
+class _ReleaseOnLine(logging.Handler):
+    def __init__(self, line: str, release: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.line, self.event = line, release  # not `self.release`: a Handler method
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.line):
+            self.event.set()
+
+
 def test_a_merge_retry_redoes_only_the_locked_date(pipeline) -> None:
     """normalized_conversations waits for a locked date with its RetryPolicy (5 s base delay):
     the retry merges that date only; the dates merged by the first try are left alone."""
@@ -263,17 +274,19 @@ def test_a_merge_retry_redoes_only_the_locked_date(pipeline) -> None:
     holder = threading.Thread(target=hold)
     holder.start()
     held.wait(10)
-    timer = threading.Timer(3.0, release.set)  # well after the first try met the lock
-    timer.start()
+    # Released once the first try has met the lock (its "[Lock] Failed" line), however long
+    # the run took to get there on a loaded machine; the retry then finds the date free.
+    met = _ReleaseOnLine(f"[Lock] Failed to acquire lock for {D2}", release)
+    logging.getLogger("convsync").addHandler(met)
     instance = DagsterInstance.ephemeral()
     try:
         result = run_range(
             settings, D1, D3, instance, ["raw_conversations", "normalized_conversations"]
         )
     finally:
+        logging.getLogger("convsync").removeHandler(met)
         release.set()
         holder.join()
-        timer.cancel()
     assert result.success
     assert step_retries(result) >= 1
     merged = metadata_by_date(result, "normalized_conversations")

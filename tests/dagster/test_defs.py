@@ -26,6 +26,8 @@ def test_definitions_load_with_four_partitioned_assets_in_order(monkeypatch, tmp
     assert graph.get(AssetKey("ai_analysis")).parent_keys == {AssetKey("normalized_conversations")}
     assert graph.get(AssetKey("daily_summary")).parent_keys == {AssetKey("ai_analysis")}
     assert defs.resolve_sensor_def("new_upload_sensor")
+    assert defs.resolve_sensor_def("ingested_upload_sensor")
+    assert defs.resolve_job_def("convsync_ingest")
     assert defs.resolve_job_def("convsync_daily")
     analysis = defs.resolve_assets_def(AssetKey("ai_analysis"))
     policy = analysis.op.retry_policy
@@ -41,4 +43,6 @@ def test_a_bad_variable_fails_loading_with_its_name(tmp_path):
         text=True,
     )
     assert result.returncode != 0
-    assert "CONVSYNC_MAX_ATTEMPTS must be a whole number, got 'three'" in result.stderr
+    message = "convsync: error: CONVSYNC_MAX_ATTEMPTS must be a whole number, got 'three'"
+    assert result.stderr.splitlines()[0] == message, "the one good message comes first"
+    assert result.stderr.strip() == message, "nothing caught it: no traceback after it"

@@ -52,6 +52,7 @@ DUMMY_ENV = {
 PER_PARTITION_RULES = [
     {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
     {"key": "dagster/asset_partition_range_start", "limit": 1},  # one range run at a time
+    {"key": "convsync/ingest", "limit": 2},  # two upload ingests at a time (their memory)
 ]
 
 
@@ -223,6 +224,7 @@ def _assert_one_run_per_partition(instance: DagsterInstance) -> None:
     assert rules == {
         ("dagster/partition", 1, json.dumps({"applyLimitPerUniqueValue": True})),
         ("dagster/asset_partition_range_start", 1, "null"),
+        ("convsync/ingest", 2, "null"),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import instance_for_test
 
-from convsync_pipeline.resources.convsync import (
+from convsync_pipeline.resources.blob_store import (
     FolderStoreOnManyNodesError,
     refuse_folder_store_on_many_nodes,
 )
@@ -14,16 +14,13 @@ from tests.dagster.helpers import run_date, settings_for
 
 @pytest.mark.parametrize("launcher", ["K8sRunLauncher", "DockerRunLauncher", "EcsRunLauncher"])
 def test_folder_store_refused_with_multi_node_launchers(tmp_path, launcher):
-    settings = settings_for({"CONVSYNC_STORE": str(tmp_path)})
     with pytest.raises(FolderStoreOnManyNodesError, match="set CONVSYNC_STORE to s3://"):
-        refuse_folder_store_on_many_nodes(settings, launcher)
+        refuse_folder_store_on_many_nodes(str(tmp_path), launcher)
 
 
 def test_s3_store_and_single_node_launchers_are_fine(tmp_path):
-    s3 = settings_for({"CONVSYNC_STORE": "s3://bucket/prefix"})
-    refuse_folder_store_on_many_nodes(s3, "K8sRunLauncher")
-    local = settings_for({"CONVSYNC_STORE": str(tmp_path)})
-    refuse_folder_store_on_many_nodes(local, "DefaultRunLauncher")
+    refuse_folder_store_on_many_nodes("s3://bucket/prefix", "K8sRunLauncher")
+    refuse_folder_store_on_many_nodes(str(tmp_path), "DefaultRunLauncher")
 
 
 def test_a_run_on_a_docker_launcher_instance_fails_before_touching_the_store(tmp_path):

@@ -7,7 +7,8 @@ store. Drives it the way a user does: GraphQL as the UI sends it.
   assets' backfill policy) tagged with the range, and the store holds each date's document
   and summary;
 - `new_upload_sensor`, tested and started as in the UI (dry run, persist its cursor, start),
-  reacts to a new upload with one run, for exactly the date it contains;
+  reacts to a new upload with one ingest run, after which `ingested_upload_sensor` requests one
+  run, for exactly the date it contains;
 - the schedule's tick for a given time requests the previous day.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.dagster_dev import DagsterDev, dagster_dev, wait_until
+from tests.fixtures.dagster_dev import DagsterDev, convsync_env, dagster_dev, wait_until
 from tests.fixtures.postgres import PgConn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -116,16 +117,6 @@ mutation SetCursor($selector: SensorSelector!, $cursor: String) {
 }
 """
 
-START_SENSOR = """
-mutation StartSensor($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { sensorState { status } }
-    ... on PythonError { message }
-    ... on SensorNotFoundError { message }
-  }
-}
-"""
 
 REPOSITORY_QUERY = """
 query Repository($selector: RepositorySelector!) {
@@ -209,16 +200,7 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
     store = tmp_path / "store"
     store.mkdir()
     _drop_upload(store, "incoming/backfill/export.csv", _conversations_csv(BACKFILL_DATES, "b"))
-    env: dict[str, str | None] = {
-        **postgres_database.dagster_env(),
-        "CONVSYNC_STORE": str(store),
-        "CONVSYNC_ANALYZER": "local",
-        "CONVSYNC_TIMEZONE": "UTC",
-        "CONVSYNC_START_DATE": "2026-01-01",
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "CONVSYNC_S3_ENDPOINT_URL": None,
-    }
+    env: dict[str, str | None] = {**postgres_database.dagster_env(), **convsync_env(store)}
     started = time.monotonic()
     with dagster_dev(
         production_home, env=env, target=("-m", MODULE), log_path=tmp_path / "dagster-dev.log"
@@ -273,35 +255,45 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
         assert dry["__typename"] == "DryRunInstigationTick", dry
         evaluation = dry["evaluationResult"]
         assert evaluation["error"] is None, evaluation["error"]
-        requested = {_tags(r).get("dagster/partition") for r in evaluation["runRequests"]}
-        assert requested == set(BACKFILL_DATES), evaluation
+        # An ingest run per upload version, for the one upload there is; no date yet.
+        requested = [_tags(r) for r in evaluation["runRequests"]]
+        assert [t.get("convsync/upload") for t in requested] == ["incoming/backfill/export.csv"]
+        assert "dagster/partition" not in requested[0], requested
         persisted = dev.graphql(
             SET_SENSOR_CURSOR, {"selector": sensor, "cursor": evaluation["cursor"]}
         )["setSensorCursor"]
         assert persisted["__typename"] == "Sensor", persisted
         # Dropped before the start, so the sensor's first tick sees it (ticks are 30 s apart).
         _drop_upload(store, "incoming/sensor/new.csv", _conversations_csv([SENSOR_DATE], "s"))
-        start = dev.graphql(START_SENSOR, {"selector": sensor})["startSensor"]
+        start = dev.start_sensor(sensor)
         assert start["__typename"] == "Sensor", start
         assert start["sensorState"]["status"] == "RUNNING"
         sensor_filter = {"tags": [{"key": "dagster/sensor_name", "value": SENSOR}]}
+        follow_filter = {
+            "tags": [{"key": "dagster/sensor_name", "value": "ingested_upload_sensor"}]
+        }
 
-        def sensor_run_finished() -> list[dict[str, Any]] | None:
+        def sensor_runs_finished() -> list[dict[str, Any]] | None:
             dev.check_alive()
-            runs = _runs(dev, **sensor_filter)
+            runs = _runs(dev, **sensor_filter) + _runs(dev, **follow_filter)
             finished = [r for r in runs if r["status"] in {"SUCCESS", "FAILURE", "CANCELED"}]
-            return runs if runs and len(finished) == len(runs) else None
+            done = len(finished) == len(runs)
+            return runs if done and _runs(dev, **follow_filter) else None
 
         sensor_runs = wait_until(
-            sensor_run_finished,
-            timeout=180,
+            sensor_runs_finished,
+            timeout=240,
             interval=2,
-            what=f"a {SENSOR} run for {SENSOR_DATE}",
+            what=f"the ingest run and the run for {SENSOR_DATE}",
             on_timeout=lambda: f"{_runs(dev, **sensor_filter)}\n{dev.log_tail()}",
         )
-        # Exactly the new upload's date: the persisted cursor covers the backfilled upload.
-        assert [_tags(r).get("dagster/partition") for r in sensor_runs] == [SENSOR_DATE]
-        assert sensor_runs[0]["status"] == "SUCCESS", sensor_runs
+        # Exactly the new upload (the persisted cursor covers the backfilled one), then
+        # exactly the date it contains.
+        [ingest_run] = _runs(dev, **sensor_filter)
+        assert _tags(ingest_run)["convsync/upload"] == "incoming/sensor/new.csv"
+        date_runs = _runs(dev, **follow_filter)
+        assert [_tags(r).get("dagster/partition") for r in date_runs] == [SENSOR_DATE]
+        assert {r["status"] for r in sensor_runs} == {"SUCCESS"}, sensor_runs
         _assert_date_written(store, SENSOR_DATE, {f"s-{SENSOR_DATE}-0", f"s-{SENSOR_DATE}-1"})
 
         # --- the schedule: a tick shortly after midnight completes the previous day -------
@@ -341,7 +333,7 @@ def test_backfill_sensor_and_schedule_on_the_production_instance(
         cursor.execute("SELECT status, count(*) FROM runs GROUP BY status")
         statuses = dict(cursor.fetchall())
     connection.close()
-    assert statuses == {"SUCCESS": len(runs) + 1}, statuses
+    assert statuses == {"SUCCESS": len(runs) + len(sensor_runs)}, statuses
     print(
         f"\nproduction e2e: backfill of {len(BACKFILL_DATES)} dates done after "
         f"{backfill_seconds:.0f} s, everything after {time.monotonic() - started:.0f} s"

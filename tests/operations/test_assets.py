@@ -12,7 +12,8 @@ from convsync_pipeline.assets.operations import (
     build_operations_definitions,
 )
 from convsync_pipeline.pipeline.documents import load_document
-from convsync_pipeline.resources.convsync import ConvsyncResource
+from convsync_pipeline.resources.blob_lock import BlobLockResource
+from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import load_settings
 from convsync_pipeline.store.local import LocalStore
 from tests.operations.builders import (
@@ -23,6 +24,11 @@ from tests.operations.builders import (
     put,
     snapshot,
 )
+
+
+def folder_resources(root: str, **lock: float) -> dict:
+    store = BlobStoreResource(url=root)
+    return {"blob_store": store, "blob_lock": BlobLockResource(blob_store=store, **lock)}
 
 
 @pytest.fixture
@@ -52,7 +58,7 @@ def test_dead_letters_lists_failed_conversations_across_dates(
     put(tmp_path, "2026-02-13", legacy_document("2026-02-13", [legacy_conversation("old")]))
 
     result = materialize(
-        definitions["assets"], resources={"convsync": ConvsyncResource(store=str(tmp_path))}
+        definitions["assets"], resources={"blob_store": BlobStoreResource(url=str(tmp_path))}
     )
 
     assert result.success
@@ -78,7 +84,7 @@ def test_dead_letters_sits_outside_the_daily_group(definitions: dict) -> None:
         Definitions(
             assets=definitions["assets"],
             jobs=definitions["jobs"],
-            resources={"convsync": ConvsyncResource(store="unused")},
+            resources=folder_resources("unused"),
         )
     )
 
@@ -97,7 +103,7 @@ def test_migrate_job_dry_run_then_for_real(tmp_path: Path, definitions: dict) ->
     )
     (job,) = definitions["jobs"]
     assert job.name == MIGRATE_JOB_NAME
-    resources = {"convsync": ConvsyncResource(store=str(tmp_path), lock_wait_seconds=0)}
+    resources = folder_resources(str(tmp_path), wait_seconds=0)
     before = snapshot(tmp_path)
 
     def run(dry_run: bool):
@@ -121,9 +127,7 @@ def test_migrate_job_fails_naming_the_documents_it_skipped(
     put(tmp_path, "2026-02-11", b"{")
     (job,) = definitions["jobs"]
 
-    result = job.execute_in_process(
-        resources={"convsync": ConvsyncResource(store=str(tmp_path))}, raise_on_error=False
-    )
+    result = job.execute_in_process(resources=folder_resources(str(tmp_path)), raise_on_error=False)
 
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from convsync_pipeline.cli.operations import MANY_DATES, ProgressLine
+from convsync_pipeline.cli.progress import MANY_DATES, ProgressLine
 
 
 class Terminal(io.StringIO):

@@ -12,16 +12,16 @@ CHARTS = {"chart-outcomes", "chart-sentiment", "chart-topics", "chart-escalation
 
 
 class Page(HTMLParser):
-    """Charts (svg by id -> data-* of its rects) and tables (id -> rows of cell texts)."""
+    """Charts (chart id -> data-* of its marks) and tables (id -> rows of cell texts)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[str] = []
-        self.svgs: dict[str, list[dict[str, str]]] = {}
+        self.charts: dict[str, list[dict[str, str]]] = {}
         self.tables: dict[str, list[list[str]]] = defaultdict(list)
         self.kpis: dict[str, str] = {}
         self.external: list[tuple[str, str]] = []
-        self._svg: str | None = None
+        self._chart: str | None = None
         self._table: str | None = None
         self._cell: list[str] | None = None
         self._kpi: str | None = None
@@ -33,11 +33,11 @@ class Page(HTMLParser):
         for name in ("src", "href"):
             if name in a:
                 self.external.append((tag, a[name]))
-        if tag == "svg":
-            self._svg = a.get("id", "?")
-            self.svgs[self._svg] = []
-        elif tag == "rect" and self._svg and "data-value" in a:
-            self.svgs[self._svg].append(a)
+        if "chart" in a.get("class", "").split():
+            self._chart = a.get("id", "?")
+            self.charts[self._chart] = []
+        elif self._chart and "data-value" in a:
+            self.charts[self._chart].append(a)
         elif tag == "table":
             self._table = a["id"]
         elif tag == "tr" and self._table:
@@ -48,9 +48,7 @@ class Page(HTMLParser):
             self._kpi, self._kpi_text = a["data-kpi"], []
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "svg":
-            self._svg = None
-        elif tag == "table":
+        if tag == "table":
             self._table = None
         elif tag in {"td", "th"} and self._cell is not None and self._table:
             self.tables[self._table][-1].append("".join(self._cell).strip())
@@ -67,7 +65,7 @@ class Page(HTMLParser):
 
     def series(self, chart: str) -> dict[tuple[str, str], float]:
         return {
-            (r["data-label"], r["data-series"]): float(r["data-value"]) for r in self.svgs[chart]
+            (r["data-label"], r["data-series"]): float(r["data-value"]) for r in self.charts[chart]
         }
 
 
@@ -133,7 +131,7 @@ def test_report_charts_and_tables_match_the_documents(root: Path, cli, tmp_path:
     page, html, out = run_report(cli, tmp_path)
 
     assert "3 date(s), 8 conversations, 1 failed" in out
-    assert set(page.svgs) == CHARTS
+    assert set(page.charts) == CHARTS
     outcomes = page.series("chart-outcomes")
     assert outcomes == {
         ("2026-02-10", "success"): 1,
@@ -185,5 +183,5 @@ def test_an_empty_range_still_renders_every_chart(root: Path, cli, tmp_path: Pat
     page, html, out = run_report(cli, tmp_path)
 
     assert "0 date(s)" in out
-    assert set(page.svgs) == CHARTS
+    assert set(page.charts) == CHARTS
     assert html.count("no data in this range") == 4

@@ -146,3 +146,48 @@ def test_an_empty_store_says_so(root: Path, cli) -> None:
     result = cli("status")
     assert result.code == 0
     assert "no date documents" in result.out
+
+
+def notes_of(out: str, date: str) -> str:
+    return "\n".join(line for line in out.splitlines() if f"{date}:" in line)
+
+
+def test_a_missing_summary_names_the_step_that_unblocks_the_date(root: Path, cli) -> None:
+    put(root, "2026-02-11", document("2026-02-11", [conversation("a", "pending")]))
+    put(root, "2026-02-12", document("2026-02-12", [conversation("b", "success", "2026-02-12")]))
+
+    result = cli("status")
+
+    pending = notes_of(result.out, "2026-02-11")
+    assert "1 conversation(s) still pending: materialise ai_analysis, then daily_summary" in pending
+    assert "dg launch --assets 'ai_analysis,daily_summary' --partition 2026-02-11" in pending
+    done = notes_of(result.out, "2026-02-12")
+    assert "materialise daily_summary (`dg launch --assets 'daily_summary'" in done
+    assert "ai_analysis" not in done
+
+
+def test_a_stale_summary_of_a_date_still_analysing_points_at_ai_analysis(
+    root: Path, cli
+) -> None:
+    put(root, "2026-02-11", document("2026-02-11", [conversation("a", "pending")], version=3))
+    put_summary(root, "2026-02-11", 2)
+    result = cli("status")
+    note = notes_of(result.out, "2026-02-11")
+    assert "computed from version 2" in note and "materialise ai_analysis" in note
+
+
+def test_a_document_migrate_cannot_fix_is_not_sent_to_migrate(root: Path, cli) -> None:
+    """No circle: status must not say `convsync migrate` for a document migrate skips."""
+    broken = legacy_conversation("old", messages="not a list")
+    put(root, "2026-02-12", legacy_document("2026-02-12", [broken]))
+
+    status = cli("status")
+    migrate = cli("migrate", "--dry-run")
+
+    assert "skipped" in migrate.out + migrate.err, "migrate cannot fix it"
+    note = notes_of(status.out, "conversations/2026-02-12.json")
+    assert "`convsync migrate` cannot fix it" in note
+    assert "run `convsync migrate`" not in status.out
+    assert "repair or replace the file by hand" in note
+    fixable = cli("status", "2026-02-12")
+    assert fixable.code == 1 and "cannot fix" in fixable.err

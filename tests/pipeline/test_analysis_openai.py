@@ -568,7 +568,8 @@ def test_the_window_sends_only_what_a_completed_entry_marked(
     from convsync_pipeline.pipeline.analyse import analyse_date
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
-    from convsync_pipeline.resources.convsync import make_analyzer
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
 
     concurrency = 4
     store = LocalStore(tmp_path / "store")
@@ -579,7 +580,8 @@ def test_the_window_sends_only_what_a_completed_entry_marked(
     ids = [f"w-{n:02d}" for n in range(40)]
     upload(store, *ids)
     list(ingest_new_uploads(store, settings))
-    assert merge_date(store, settings, D, "seed").added == len(ids)
+    locks = locks_from_settings(store, settings)
+    assert merge_date(store, locks, D, "seed").added == len(ids)
     merged = [i.key for i in store.list(f"journal/{D}/") if not i.key.endswith("/ids.json")]
     first_entry = len(merged) + 1  # after the merge's entry
 
@@ -634,7 +636,7 @@ def test_the_window_sends_only_what_a_completed_entry_marked(
 
     openai_server._handle = handle  # type: ignore[method-assign]
 
-    report = analyse_date(store, settings, lambda: make_analyzer(settings), D, "window-test")
+    report = analyse_date(store, locks, settings, lambda: make_analyzer(settings), D, "window-test")
 
     assert problems == []
     loop_thread = threading.current_thread().name

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from convsync_pipeline.core.records import parse_upload
+from convsync_pipeline.core.formats import parse_upload
 from convsync_pipeline.core.staging import StagedUpload
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads, ingest_upload, unindexed_uploads
 from convsync_pipeline.settings import load_settings

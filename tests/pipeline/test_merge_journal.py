@@ -9,6 +9,7 @@ from convsync_pipeline.core.keys import document_key, entry_key, id_index_key, j
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads
 from convsync_pipeline.pipeline.merge_date import merge_date
+from convsync_pipeline.resources.blob_lock import locks_from_settings
 from convsync_pipeline.settings import load_settings
 
 D = "2026-02-11"
@@ -26,7 +27,7 @@ def merge(store_factory, store, name: str, ids, text: str = "hello"):
     settings = load_settings({"CONVSYNC_START_DATE": "2026-01-01", **store_factory.env(store)})
     store.write(f"incoming/{D}/{name}.csv", csv(ids, text))
     list(ingest_new_uploads(store, settings))
-    return merge_date(store, settings, D, f"merge-{name}")
+    return merge_date(store, locks_from_settings(store, settings), D, f"merge-{name}")
 
 
 def log_entries(store) -> list[dict]:
@@ -123,8 +124,9 @@ def test_merges_checkpoint_in_proportion_to_the_date(store_factory):
 def test_a_day_without_uploads_gets_an_empty_document_once(store_factory):
     store = store_factory()
     settings = load_settings({"CONVSYNC_START_DATE": "2026-01-01", **store_factory.env(store)})
-    first = merge_date(store, settings, D, "empty")
+    locks = locks_from_settings(store, settings)
+    first = merge_date(store, locks, D, "empty")
     assert first.wrote and first.version == 1 and first.total == 0
     data = store.read(document_key(D))
-    second = merge_date(store, settings, D, "empty-again")
+    second = merge_date(store, locks, D, "empty-again")
     assert not second.wrote and store.read(document_key(D)) == data

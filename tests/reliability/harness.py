@@ -373,7 +373,7 @@ def prepare_dates(store: Store, store_env: dict[str, str], dates: Iterable[str])
     from dagster import materialize
 
     from convsync_pipeline.assets.ingest import build_ingest_assets
-    from convsync_pipeline.resources.convsync import ConvsyncResource
+    from convsync_pipeline.resources import build_resources
     from convsync_pipeline.settings import load_settings
 
     settings = load_settings({"CONVSYNC_START_DATE": START_DATE, **store_env})
@@ -382,7 +382,7 @@ def prepare_dates(store: Store, store_env: dict[str, str], dates: Iterable[str])
         result = materialize(
             assets,
             partition_key=date,
-            resources={"convsync": ConvsyncResource.from_settings(settings)},
+            resources=build_resources(settings),
             raise_on_error=False,
         )
         assert result.success, f"preparing {date} failed"

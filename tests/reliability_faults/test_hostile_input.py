@@ -47,6 +47,7 @@ from convsync_pipeline.core.keys import (
 from convsync_pipeline.core.staging import StagedUpload
 from convsync_pipeline.pipeline.ingest import ingest_new_uploads, read_upload_report
 from convsync_pipeline.pipeline.merge_date import merge_date
+from convsync_pipeline.resources.blob_lock import locks_from_settings
 from convsync_pipeline.settings import Settings, load_settings
 from convsync_pipeline.store.base import Store, check_key
 from convsync_pipeline.store.local import LocalStore
@@ -215,6 +216,13 @@ def hostile_uploads() -> tuple[dict[str, bytes], dict[str, tuple[int, int]]]:
         _csv([("gz-1", at, "user", "gzipped")]).encode()
     )
     expected["incoming/hostile/real.csv.gz"] = (1, 1)
+    bomb_line = json.dumps({"conversation_id": "bomb", "timestamp": at, "content": "b"}) + "\n"
+    # ~1 GB of valid JSONL in ~4 MB: refused at CONVSYNC_MAX_INFLATE_RATIO (100 by default)
+    # times its size, with nothing of it staged.
+    uploads["incoming/hostile/bomb.jsonl.gz"] = gzip.compress(
+        bomb_line.encode() * 20_000, 9
+    ) * 700
+    expected["incoming/hostile/bomb.jsonl.gz"] = (1, 0)
     uploads["incoming/hostile/binary.ndjson"] = random.Random(7).randbytes(64 * 1024)
     uploads["incoming/hostile/deep.json"] = b"[" * 100_000 + b"]" * 100_000
     expected["incoming/hostile/deep.json"] = (1, 0)
@@ -552,7 +560,7 @@ def _check_property_store(
     lines = [line for info in store.list("quarantine/") for line in _lines(store.read(info.key))]
     assert len(lines) == quarantined
     for date in sorted(dates):
-        merge_date(store, settings_, date, "prop-test")
+        merge_date(store, locks_from_settings(store, settings_), date, "prop-test")
         document = json.loads(store.read(document_key(date)) or b"{}")
         ids = [c["id"] for c in document["conversations"]]
         assert len(ids) == len(set(ids))

@@ -225,6 +225,24 @@ def test_list_metadata(any_store: Store) -> None:
     assert changed.etag != info.etag
 
 
+def test_the_same_bytes_written_again_are_the_same_version(any_store: Store) -> None:
+    """An upload re-written with identical bytes must not look new (SPEC: uploads are ingested
+    once per version), on a folder as on S3; different bytes under the key are a new version."""
+    key = "incoming/2026-02-11/export.csv"
+    any_store.write(key, b"id,text\n1,hello\n")
+    (first,) = any_store.list("incoming/")
+    token = any_store.read_versioned(key).token
+    any_store.write(key, b"id,text\n1,hello\n")
+    (again,) = any_store.list("incoming/")
+    assert again.etag == first.etag == token
+    with any_store.open_versioned(key, token) as same:
+        assert same is not None and same.token == token
+    any_store.write(key, b"id,text\n1,hello!\n")
+    (changed,) = any_store.list("incoming/")
+    assert changed.etag != first.etag
+    assert any_store.read_versioned(key).token == changed.etag
+
+
 def test_list_paginates_past_1000_keys(any_store: Store) -> None:
     """S3 pages at 1000 keys: every key must come back, once, in order."""
     keys = [f"staging/2026-02-11/{n:05d}.json" for n in range(1050)]
