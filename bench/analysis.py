@@ -1,22 +1,30 @@
 """Benchmark of the analysis pass (`analyse_date`) against a fake OpenAI server.
 
     .venv/bin/python bench/analysis.py [--conversations 1000] [--latency 0.2]
-        [--concurrency 8] [--rpm 5000] [--baseline-concurrency 1]
-        [--baseline-conversations 100] [--repeat 1] [--profile]
+        [--concurrency 8] [--rpm 5000] [--store local|s3] [--baseline-concurrency 1]
+        [--baseline-conversations 100] [--repeat 1] [--profile] [--code DIR]
 
 What it does: starts the fake OpenAI-compatible server (tests/fixtures/openai_server.py) in a
 separate process, so its threads do not compete with the client for this process's GIL; seeds
-a folder store in a temporary directory with one upload of N conversations and runs the real
-ingest and merge; then runs the real analysis pass (date lock, `processing` saved before
-sending, sliding window, compare-and-swap saves) with the real `openai` analyser. The same is
-done for a baseline (by default one request at a time, over fewer conversations so the bench
-stays short) and both are printed side by side as `key: value` lines:
+a store (`--store local`: a folder in a temporary directory; `--store s3`: a bucket on a real
+`moto_server` started for the run, as the tests start it) with one upload of N conversations
+and runs the real ingest and merge; then runs the real analysis pass (date lock, `processing`
+written before sending, sliding window, log entries and checkpoints) with the real `openai`
+analyser. `--code DIR` imports convsync_pipeline from another checkout (a before/after copy).
+The same is done for a baseline (by default one request at a time, over fewer conversations
+so the bench stays short) and both are printed side by side as `key: value` lines:
 
     conversations, latency_s, concurrency, rpm_limit, seconds, conversations_per_second,
     theoretical_per_second (= min(concurrency / latency, rpm / 60)), efficiency (the ratio),
     sent_total, sent_twice (conversations the server saw more than once: must be 0),
-    document_saves, load_1m_before / load_1m_after (the machine's 1-minute load average:
-    the client, the server and anything else running share its cores), ...
+    writes (objects the pass wrote: log entries, document checkpoints, the id index),
+    document_saves (whole-document writes), log_entries, bytes_written (what the pass handed
+    the store, counted at the Store interface, so the same on both backends),
+    bytes_written_per_conversation, os_write_bytes (the kernel's count for this process,
+    /proc/self/io: the folder store's bytes as the disk sees them), cpu_ms_per_conversation
+    (this process) and server_cpu_seconds (the fake server's process), load_1m_before /
+    load_1m_after (the machine's 1-minute load average: the client, the server and anything
+    else running share its cores), ...
 
 With `--repeat N` the main measurement runs N times; its lines are those of the median run
 (by efficiency), and `runs_efficiency` / `runs_load_1m` list every run.
@@ -62,6 +70,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/analysis.py` from anywhere
     sys.path.insert(0, str(ROOT))
+
+from bench.common import S3Server, WriteCounter, os_write_bytes, wait_quiet  # noqa: E402
 
 DATE = "2026-02-11"
 FAKE_KEY = "sk-bench-not-a-real-key-000000"  # the server is fake; never send a real key to it
@@ -112,9 +122,7 @@ class ServerProcess:
 
     def __init__(self, latency: float, rpm: int | None) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
-        command += ["--latency", str(latency)]
-        if rpm is not None:
-            command += ["--rpm", str(rpm)]
+        command += ["--latency", str(latency), "--rpm", str(rpm or 0)]  # 0: no limit
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -124,6 +132,14 @@ class ServerProcess:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         self.base_url = self._line()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system), from /proc."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _line(self) -> str:
         assert self.process.stdout is not None
@@ -163,10 +179,16 @@ class Result:
     rpm_limit: int | None
     seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float
     sent_total: int
     sent_twice: int
     never_sent: int
     document_saves: int
+    log_entries: int
+    writes: int
+    bytes_written: int
+    os_write_bytes: int
+    store: str
     succeeded: int
     failed_attempts: int
     server_rate_limited: int
@@ -205,10 +227,17 @@ class Result:
             "never_sent": str(self.never_sent),
             "succeeded": str(self.succeeded),
             "failed_attempts": str(self.failed_attempts),
+            "store": self.store,
+            "writes": str(self.writes),
             "document_saves": str(self.document_saves),
+            "log_entries": str(self.log_entries),
+            "bytes_written": str(self.bytes_written),
+            "bytes_written_per_conversation": f"{self.bytes_written / self.conversations:.0f}",
+            "os_write_bytes": str(self.os_write_bytes),
             "document_bytes": str(self.document_bytes),
             "cpu_seconds": f"{self.cpu_seconds:.2f}",
             "cpu_ms_per_conversation": f"{1000 * self.cpu_seconds / self.conversations:.2f}",
+            "server_cpu_seconds": f"{self.server_cpu_seconds:.2f}",
             "server_rate_limited": str(self.server_rate_limited),
             "server_max_in_flight": str(self.server_max_in_flight),
             "load_1m_before": f"{self.load_1m_before:.2f}",
@@ -216,12 +245,11 @@ class Result:
         }
 
 
-def seed(store_root: Path, settings: Any, conversations: int) -> None:
+def seed(store: Any, settings: Any, conversations: int) -> None:
     """One CSV upload of `conversations` four-message conversations, ingested and merged."""
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
     from convsync_pipeline.pipeline.merge_date import merge_date
     from convsync_pipeline.resources.blob_lock import locks_from_settings
-    from convsync_pipeline.store.local import LocalStore
 
     rows = ["conversation_id,timestamp,role,content"]
     for n in range(conversations):
@@ -229,7 +257,6 @@ def seed(store_root: Path, settings: Any, conversations: int) -> None:
         for index, (role, text) in enumerate(TEXTS):
             stamp = f"{DATE}T{minute // 60:02d}:{minute % 60:02d}:{index * 10:02d}Z"
             rows.append(f'bench-{n:06d},{stamp},{role},"{text.format(n=n)}"')
-    store = LocalStore(store_root)
     store.write(f"incoming/{DATE}/bench.csv", ("\n".join(rows) + "\n").encode())
     reports = list(ingest_new_uploads(store, settings))
     assert reports and reports[0].accepted == conversations * len(TEXTS), reports
@@ -246,6 +273,8 @@ def measure(
     rpm: int | None,
     timeout: float,
     profile: bool,
+    s3: S3Server | None = None,
+    quiet_load: float | None = None,
 ) -> Result:
     from convsync_pipeline.core.keys import document_key
     from convsync_pipeline.pipeline.analyse import analyse_date
@@ -257,8 +286,9 @@ def measure(
     server.reset()
     with tempfile.TemporaryDirectory(prefix="convsync-bench-") as tmp:
         root = Path(tmp) / "store"
+        location = str(root) if s3 is None else f"s3://{s3.bucket()}/bench"
         env = {
-            "CONVSYNC_STORE": str(root),
+            "CONVSYNC_STORE": location,
             "CONVSYNC_START_DATE": "2026-01-01",
             "CONVSYNC_ANALYZER": "openai",
             "OPENAI_API_KEY": FAKE_KEY,
@@ -268,12 +298,23 @@ def measure(
         }
         if rpm is not None:
             env["CONVSYNC_REQUESTS_PER_MINUTE"] = str(rpm)
+        if s3 is not None:
+            from convsync_pipeline.store.s3 import S3Store
+
+            env["CONVSYNC_S3_ENDPOINT_URL"] = s3.endpoint
+            store: Any = S3Store.from_url(location, s3.endpoint)
+        else:
+            store = LocalStore(root)
         settings = load_settings(env)
-        seed(root, settings, conversations)
-        store = LocalStore(root)
+        seed(store, settings, conversations)
+        counter = WriteCounter(store)
+        counter.counting = True
+        os_bytes_before = os_write_bytes()
 
         profiler = cProfile.Profile() if profile else None
+        wait_quiet(quiet_load)
         load_before = os.getloadavg()[0]
+        server_cpu_started = server.cpu_seconds()
         cpu_started = time.process_time()
         started = time.perf_counter()
         if profiler is not None:
@@ -286,6 +327,9 @@ def measure(
             profiler.disable()
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
+        server_cpu = server.cpu_seconds() - server_cpu_started
+        counter.counting = False
+        os_bytes = os_write_bytes() - os_bytes_before
         load_after = os.getloadavg()[0]
         document = store.read(document_key(DATE)) or b""
 
@@ -293,7 +337,8 @@ def measure(
     counts: dict[str, int] = stats["counts"]
     if profiler is not None:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # or tottime
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(60)
         print(out.getvalue(), file=sys.stderr)
     return Result(
         conversations=conversations,
@@ -302,10 +347,16 @@ def measure(
         rpm_limit=rpm,
         seconds=seconds,
         cpu_seconds=cpu_seconds,
+        server_cpu_seconds=server_cpu,
         sent_total=int(stats["total"]),
         sent_twice=sum(1 for count in counts.values() if count > 1),
         never_sent=conversations - len(counts),
         document_saves=report.saves,
+        log_entries=getattr(report, "entries", 0),
+        writes=counter.writes,
+        bytes_written=counter.bytes,
+        os_write_bytes=os_bytes,
+        store="local" if s3 is None else "s3",
         succeeded=report.succeeded,
         failed_attempts=report.failed_attempts,
         server_rate_limited=int(stats["rate_limited"]),
@@ -336,10 +387,27 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="main measurements; the median one is printed"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the main run (stderr)")
+    parser.add_argument("--store", choices=("local", "s3"), default="local")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        help="before each measurement, wait (up to 15 min) for a 1-minute load under this",
+    )
+    parser.add_argument(
+        "--writes",
+        choices=("auto", "loop", "thread"),
+        default="auto",
+        help="where the pass writes: as it chooses, or forced onto the loop / a worker thread",
+    )
+    parser.add_argument(
+        "--code", type=Path, help="import convsync_pipeline from this checkout (before/after)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rpm = args.rpm or None
 
+    if args.code is not None:
+        sys.path.insert(0, str(args.code.resolve()))
     if args.serve:
         serve(args.latency, rpm)
         return 0
@@ -353,11 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     import convsync_pipeline.pipeline.merge_date
     import convsync_pipeline.resources.analyzer
 
+    if args.writes != "auto":
+        from convsync_pipeline.pipeline import analyse
+
+        analyse.THREAD_SAVE_AFTER_SECONDS = -1.0 if args.writes == "thread" else float("inf")
     import_started = time.perf_counter()
     import convsync_pipeline.analyzers.openai  # noqa: F401  (the SDK: once per process)
 
     sdk_import_seconds = time.perf_counter() - import_started
     server = ServerProcess(args.latency, rpm)
+    s3 = S3Server() if args.store == "s3" else None
     try:
         runs = {}
         repeats = [
@@ -369,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 rpm=rpm,
                 timeout=args.timeout,
                 profile=args.profile,
+                s3=s3,
+                quiet_load=args.quiet_load,
             )
             for _ in range(max(1, args.repeat))
         ]
@@ -382,9 +457,12 @@ def main(argv: list[str] | None = None) -> int:
                 rpm=rpm,
                 timeout=args.timeout,
                 profile=False,
+                s3=s3,
             )
     finally:
         server.close()
+        if s3 is not None:
+            s3.close()
 
     chosen = runs["run"]
     for key, value in chosen.lines().items():

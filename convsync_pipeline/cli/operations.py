@@ -1,4 +1,5 @@
-"""`convsync status | failed | requeue | migrate | report`: thin shells over `operations`.
+"""`convsync status | failed | requeue | migrate | compact | report`: thin shells over
+`operations`.
 
 Each handler parses its arguments, calls one operation and prints; all the logic (and every
 write) lives in `convsync_pipeline.operations`, shared with the Dagster side.
@@ -70,6 +71,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="show what would change; take no lock, write nothing"
     )
     migrate.set_defaults(handler=_migrate)
+
+    compact = commands.add_parser(
+        "compact",
+        help="fold each date's log (journal/) into its document; --prune removes folded entries",
+        description=(
+            "Checkpoint every date whose log has entries its document has not folded yet (the "
+            "pipeline does this at the end of each run; this catches crashed runs and merges "
+            "no analysis followed). --prune then deletes folded entries of a folder store; "
+            "convsync never deletes them otherwise (on S3: a lifecycle rule, see README)."
+        ),
+    )
+    compact.add_argument("date", nargs="?", metavar="DATE", help="one date (default: all)")
+    compact.add_argument(
+        "--prune", action="store_true", help="delete folded log entries (folder store only)"
+    )
+    compact.set_defaults(handler=_compact)
 
     report = commands.add_parser(
         "report",
@@ -356,6 +373,35 @@ def _migrate(args: argparse.Namespace) -> int:
         keys = ", ".join(d.key for d in report.skipped)
         print(
             f"convsync: error: {len(report.skipped)} document(s) skipped, left untouched: {keys}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+@_user_errors
+def _compact(args: argparse.Namespace) -> int:
+    from convsync_pipeline.operations.compact import compact
+
+    dates = [parse_date(args.date)] if args.date else None
+    settings = load_settings()
+    store = existing_store(settings)
+    with ProgressLine("compact") as progress:
+        report = compact(
+            store,
+            locks_from_settings(store, settings),
+            owner=owner_id("compact"),
+            prune=args.prune,
+            dates=dates,
+            progress=progress,
+        )
+    if not report.dates:
+        print(f"no dates in {store.url}")
+    for date in report.dates:
+        print(date.describe())
+    if report.skipped:
+        print(
+            f"convsync: error: {len(report.skipped)} date(s) skipped, left untouched",
             file=sys.stderr,
         )
         return 1

@@ -6,7 +6,7 @@ is exactly one definition of "already present" (`_first_uploads_win`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -121,13 +121,17 @@ def _first_uploads_win(
     return new, present
 
 
-def merge_staged(document: DateDocument, staged: Sequence[StagedBatch]) -> StagedMerge:
-    """Append the conversations whose id is new to the document, as `pending`; touch nothing
-    else. The document itself is not copied: the new conversations come back as the text to
-    splice into its `conversations` list (`DateDocument.sealed_json_appending`), taken from
-    the staged objects without decoding a message.
+def merge_staged(
+    present: DateDocument | Iterable[str], staged: Sequence[StagedBatch]
+) -> StagedMerge:
+    """Append the conversations whose id is new to the date (a document, or the ids it holds),
+    as `pending`; touch nothing else. The new conversations come back as the text to splice
+    into a `conversations` list (a log entry, or `DateDocument.sealed_json_appending`), taken
+    from the staged objects without decoding a message.
     """
-    known = {conversation.id for conversation in document.conversations}
+    if isinstance(present, DateDocument):
+        present = (conversation.id for conversation in present.conversations)
+    known = set(present)
     ids = [batch.ids.to_pylist() for batch in staged]
     picks, present = _first_uploads_win(
         known, [(batch.upload, batch_ids) for batch, batch_ids in zip(staged, ids, strict=True)]

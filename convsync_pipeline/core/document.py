@@ -63,6 +63,9 @@ class BlobMeta(_Model):
     version: int = 0
     updated_at: str | None = Field(default=None, alias="updatedAt")
     lock_generation: int | None = Field(default=None, alias="lockGeneration")
+    # The last entry of the date's log (`journal/D/<n>.json`, SPEC 5a) folded into this
+    # document: readers fold the entries after it. 0: none (every document before the log).
+    journal_entry: int = Field(default=0, alias="journalEntry")
 
 
 class DateDocument(_Model):
@@ -85,11 +88,18 @@ class DateDocument(_Model):
             counts[conversation.processing_status] += 1
         return StatusSummary(total=len(self.conversations), **counts)
 
-    def sealed(self, lock_generation: int | None = None) -> DateDocument:
-        """A copy ready to save: counts recomputed, version + 1, update time and fence set."""
-        return self.model_copy(update=self._seal(self.count_statuses(), lock_generation))
+    def sealed(
+        self, lock_generation: int | None = None, journal_entry: int | None = None
+    ) -> DateDocument:
+        """A copy ready to save: counts recomputed, version + 1, update time and fence set,
+        and the last log entry it folds (unchanged unless given)."""
+        return self.model_copy(
+            update=self._seal(self.count_statuses(), lock_generation, journal_entry)
+        )
 
-    def _seal(self, summary: StatusSummary, lock_generation: int | None) -> dict[str, Any]:
+    def _seal(
+        self, summary: StatusSummary, lock_generation: int | None, journal_entry: int | None
+    ) -> dict[str, Any]:
         return {
             "summary": summary,
             "processed_count": summary.success,
@@ -97,6 +107,9 @@ class DateDocument(_Model):
                 version=self.blob_meta.version + 1,
                 updated_at=utc_now_iso(),
                 lock_generation=lock_generation,
+                journal_entry=(
+                    self.blob_meta.journal_entry if journal_entry is None else journal_entry
+                ),
             ),
         }
 
@@ -108,20 +121,21 @@ class DateDocument(_Model):
         appended_json: Sequence[bytes | memoryview],
         appended: int,
         lock_generation: int | None = None,
+        journal_entry: int | None = None,
     ) -> tuple[bytes, int]:
         """(bytes, version) of this document with `appended` new pending conversations, sealed.
 
         `appended_json` is the text dump_json writes for those conversations as items of the
         `conversations` list, separators between them included, in consecutive pieces
-        (`core.staging.joined_texts`). The result
-        is byte for byte what `sealed(lock_generation).to_json_bytes()` writes for the document
+        (`core.staging.joined_texts`). The result is byte for byte what
+        `sealed(lock_generation, journal_entry).to_json_bytes()` writes for the document
         holding them as models, but a large upload is merged without a model per message.
         """
         counts = self.count_statuses()
         summary = counts.model_copy(
             update={"total": counts.total + appended, "pending": counts.pending + appended}
         )
-        update = self._seal(summary, lock_generation)
+        update = self._seal(summary, lock_generation, journal_entry)
         body = self.model_copy(update=update).model_dump(by_alias=True, exclude_none=False)
         if appended:
             body["conversations"].append(_Verbatim(*appended_json))
@@ -134,6 +148,56 @@ class DateDocument(_Model):
     @classmethod
     def from_json_bytes(cls, data: bytes) -> DateDocument:
         return cls.model_validate_json(data)
+
+
+_EMPTY_CONVERSATIONS = b'"conversations": []'
+
+
+class DocumentEncoder:
+    """`DateDocument.to_json_bytes()`, re-encoding only conversations not encoded before.
+
+    A long pass checkpoints the same date several times; most conversations are the very
+    objects encoded at the previous checkpoint (the status machine replaces a conversation,
+    never mutates it), so their text is reused. The bytes are exactly `to_json_bytes()`: each
+    conversation is encoded by `dump_json` on its own and re-indented to its depth (JSON
+    strings escape newlines, so every newline in a fragment is layout). One encoder per
+    writer; not thread-safe (a writer runs one checkpoint at a time).
+    """
+
+    def __init__(self) -> None:
+        # (conversation, its encoding) by position, as last encoded. Conversations are
+        # replaced in place and appended, never reordered, so a position whose object is the
+        # very one encoded before is reused without a dictionary lookup.
+        self._encoded: list[tuple[Conversation, bytes]] = []
+
+    def encode(self, document: DateDocument) -> bytes:
+        shell = dump_json(
+            document.model_copy(update={"conversations": []}).model_dump(
+                by_alias=True, exclude_none=False
+            )
+        )
+        conversations = document.conversations
+        if not conversations:
+            return shell
+        head, found, tail = shell.partition(_EMPTY_CONVERSATIONS)
+        if not found or _EMPTY_CONVERSATIONS in tail:  # an encoding this splice does not know
+            return document.to_json_bytes()
+        previous = self._encoded
+        known = len(previous)
+        current: list[tuple[Conversation, bytes]] = []
+        for index, conversation in enumerate(conversations):
+            hit = previous[index] if index < known else None
+            if hit is None or hit[0] is not conversation:
+                encoded = dump_json(conversation.model_dump(by_alias=True, exclude_none=False))
+                hit = (conversation, encoded.replace(b"\n", b"\n  "))  # depth 2
+            current.append(hit)
+        self._encoded = current
+        # One join, one copy of the whole document: the list's opening and closing (with the
+        # rest of the shell) ride on the first and last fragment.
+        pieces = [hit[1] for hit in current]
+        pieces[0] = head + b'"conversations": [\n  ' + pieces[0]
+        pieces[-1] = pieces[-1] + b"\n ]" + tail
+        return b",\n  ".join(pieces)
 
 
 def dump_json(value: Any) -> bytes:
@@ -165,6 +229,9 @@ class _Verbatim:
 
     def __init__(self, *pieces: bytes | memoryview) -> None:
         self.pieces = pieces
+
+
+Verbatim = _Verbatim  # for callers splicing list items into their own dump_json output
 
 
 class JsonFragmentError(Exception):

@@ -20,6 +20,33 @@ def document_key(date: str) -> str:
     return f"conversations/{date}.json"
 
 
+def journal_prefix(date: str) -> str:
+    """The date's log (SPEC 5a): entries `journal/D/<n>.json` and the date's id index."""
+    return f"journal/{date}/"
+
+
+_ENTRY_DIGITS = 20  # zero-padded, so entries list in order (S3 lists keys by byte order)
+_ENTRY_NAME = re.compile(r"^(\d{20})\.json$")
+
+
+def entry_key(date: str, number: int) -> str:
+    return f"{journal_prefix(date)}{number:0{_ENTRY_DIGITS}d}.json"
+
+
+def entry_number(key: str, date: str) -> int | None:
+    """The number of a log entry key of `date`; None for any other key (the id index)."""
+    prefix = journal_prefix(date)
+    if not key.startswith(prefix):
+        return None
+    match = _ENTRY_NAME.match(key[len(prefix) :])
+    return None if match is None else int(match.group(1))
+
+
+def id_index_key(date: str) -> str:
+    """The date's ids as of some entry: what a merge reads instead of the whole document."""
+    return f"{journal_prefix(date)}ids.json"
+
+
 def summary_key(date: str) -> str:
     return f"summaries/{date}.json"
 

@@ -2,7 +2,8 @@
 
 A failed conversation spent all its attempts (SPEC section 7); nothing retries it on its own.
 `requeue_failed` gives it a fresh set through `status.requeue`, the one state machine, under
-the date lock and in one save, so a running analysis can never race the reset.
+the date lock and in one log entry (then a checkpoint), so a running analysis can never race
+the reset.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from convsync_pipeline.core import status
 from convsync_pipeline.core.document import Conversation, DateDocument
+from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.keys import document_key
 from convsync_pipeline.operations import (
     DocumentProblem,
@@ -22,7 +24,7 @@ from convsync_pipeline.operations import (
     load_many,
     read_document,
 )
-from convsync_pipeline.pipeline.documents import save_document
+from convsync_pipeline.pipeline.documents import apply_and_checkpoint
 from convsync_pipeline.store.base import DateLocks, Store
 
 FIRST_WORDS_CHARS = 80
@@ -148,15 +150,18 @@ def requeue_failed(
                 i: statuses[i] for i in wanted if i in statuses and statuses[i] != "failed"
             }
         selected = None if wanted is None else set(wanted)
-        conversations = []
-        for conversation in document.conversations:
-            if conversation.processing_status == "failed" and (
-                selected is None or conversation.id in selected
-            ):
-                conversation = status.requeue(conversation)
-                outcome.requeued.append(conversation.id)
-            conversations.append(conversation)
-        if outcome.requeued:
-            changed = document.model_copy(update={"conversations": conversations})
-            outcome.version = save_document(store, loaded, changed, lease).document.version
+
+        def requeued(state: DateState) -> list[Change]:
+            return [
+                Change.between(conversation, status.requeue(conversation))
+                for conversation in state.conversations
+                if conversation.processing_status == "failed"
+                and (selected is None or conversation.id in selected)
+            ]
+
+        # One log entry, then a checkpoint: afterwards the document alone is current.
+        changes, version = apply_and_checkpoint(store, loaded, lease, requeued)
+        outcome.requeued = [change.id for change in changes]
+        if changes:
+            outcome.version = version
     return outcome

@@ -16,7 +16,7 @@ from typing import Literal
 from convsync_pipeline.core.document import DateDocument, StatusSummary
 from convsync_pipeline.core.keys import document_key, summary_key
 from convsync_pipeline.operations import DocumentProblem, Progress, load_many, read_document
-from convsync_pipeline.pipeline.documents import CorruptDocumentError
+from convsync_pipeline.pipeline.documents import CorruptDocumentError, LoadedDocument
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, Store
 
@@ -81,6 +81,7 @@ def collect_status(
             row.notes.append(Note(date, "inconsistent", str(found)))
         else:
             row = document_status(store, settings, found.document, owner=owner)
+            _log_notes(row, found)
         report.dates.append(row)
     return report
 
@@ -146,6 +147,28 @@ def document_status(
     if bare:
         note("info", f"{bare} success without an analysis (marked processed by the legacy system)")
     return row
+
+
+def _log_notes(row: DateStatus, loaded: LoadedDocument) -> None:
+    """What the date's log adds (SPEC 5a): entries not checkpointed yet, changes not applied."""
+    count = loaded.unfolded_entries
+    if count:
+        row.notes.append(
+            Note(
+                row.date,
+                "info",
+                f"{count} log entr{'y' if count == 1 else 'ies'} after "
+                f"{document_key(row.date)} (counted here); the next run or "
+                "`convsync compact` folds them into the document",
+            )
+        )
+    skipped = loaded.state.skipped if loaded.state is not None else []
+    if skipped:
+        shown = "; ".join(f"entry {s.entry}, {s.id}: {s.reason}" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        row.notes.append(
+            Note(row.date, "inconsistent", f"log changes not applied: {shown}{more}")
+        )
 
 
 def _processing_note(

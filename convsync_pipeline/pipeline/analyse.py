@@ -1,19 +1,21 @@
 """One analysis pass over a date, under its lock, with exact attempt accounting (SPEC 7).
 
-The pass runs a sliding window of at most `concurrency` requests. Before a conversation is
-sent it is saved as `processing`; each result is folded in by the status machine and saved
-with the next window refill, so a crash loses only the conversations in flight, and those are
-counted as one attempt by whoever takes the lock next. A system failure puts everything in
-flight back to `pending` untouched and stops the pass.
+The pass runs a sliding window of at most `concurrency` requests. Every write is one entry
+of the date's log (SPEC 5a, `pipeline/documents.py`): the results that arrived since the
+previous entry, and the conversations about to be sent marked `processing`. A conversation
+is sent only after the entry marking it has been created, so a crash loses only the
+conversations in flight, and those are counted as one attempt by whoever takes the lock
+next. A system failure puts everything in flight back to `pending` untouched and stops the
+pass. Each entry costs what changed (a few hundred bytes), whatever the size of the date;
+the document itself is rewritten (a checkpoint) only when the unfolded log has grown in
+proportion to it (`core.journal.checkpoint_due`), in a worker thread while the window goes
+on, and once at the end of the pass, so afterwards `conversations/D.json` alone is current.
 
-Saves are strictly sequential (each a compare-and-swap on the version the previous one wrote)
-and a conversation is sent only after the save that marked it has completed, so the time a
-save takes is time a freed slot stays empty. Where the save runs is chosen by how long saves
-take (`_Pass.save_async`): a folder-store save is a few milliseconds of encoding and a dozen
-system calls, and run in a worker thread it took twice as long, because after each system
-call that thread waits for the GIL while the event loop parses responses. Such saves run on
-the loop. Saves that are mostly waiting on a network (S3 round trips, GIL released) move to a
-worker thread, so responses keep being read meanwhile.
+Entries are strictly sequential (entry n + 1 is written after entry n) and the time one
+takes is time a freed slot stays empty. Where it runs is chosen by how long writes take
+(`_Pass.write_async`): a folder-store entry is a small file and two fsyncs (a few ms,
+mostly waiting on the disk with the GIL released) and runs on the loop; writes that take
+longer (S3 round trips) move to a worker thread, so responses keep being read meanwhile.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import PrivateAttr
-
 from convsync_pipeline.core import status
 from convsync_pipeline.core.analysis import (
     Analysis,
@@ -37,18 +37,24 @@ from convsync_pipeline.core.analysis import (
     SystemAnalysisError,
     TokenUsage,
 )
-from convsync_pipeline.core.document import Conversation, DateDocument, dump_json
+from convsync_pipeline.core.document import Conversation
+from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.priority import urgency
-from convsync_pipeline.pipeline.documents import LoadedDocument, load_document, save_document
+from convsync_pipeline.pipeline.documents import (
+    DateWriter,
+    Draft,
+    LoadedDocument,
+    WriteCounts,
+    load_document,
+)
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import DateLocks, Lease, Store
+from convsync_pipeline.store.base import DateLocks, Lease, LeaseLostError, Store
 
 log = logging.getLogger("convsync")
 
-# A save that takes longer than this (median of the last few on the loop) is mostly waiting
-# on a network: later saves of the pass run in a worker thread. A folder-store save of a
-# 1,000-conversation date takes about 5 ms on the benchmark machine (median; the slowest
-# tenth under 17 ms at a load of 3.8); S3 saves take tens to hundreds of milliseconds.
+# A write that takes longer than this (median of the last few on the loop) is mostly waiting
+# on a network: later writes of the pass run in a worker thread. A folder-store entry takes
+# about 8 ms on the benchmark machine (two fsyncs); S3 writes take tens of milliseconds.
 THREAD_SAVE_AFTER_SECONDS = 0.025
 _SAVES_MEASURED = 5
 
@@ -69,7 +75,9 @@ class AnalysisReport:
     newly_failed: int = 0
     still_due: int = 0
     deferred: int = 0  # due, but beyond batch_size: left for the next run
-    saves: int = 0
+    saves: int = 0  # document checkpoints
+    entries: int = 0  # log entries written
+    bytes_written: int = 0  # entries, checkpoints and the id index
     seconds: float = 0.0
     usage: TokenUsage = field(default_factory=TokenUsage)
     errors: Counter[str] = field(default_factory=Counter)
@@ -80,108 +88,125 @@ class AnalysisReport:
         """Conversations failed this pass but have attempts left: the step should retry."""
         return self.still_due > 0 and self.failed_attempts > 0
 
-
-_EMPTY_CONVERSATIONS = b'"conversations": []'
-
-
-class _IncrementalDocument(DateDocument):
-    """A date document that, when saved, re-encodes only the conversations that changed.
-
-    A pass saves the whole document at every window refill; re-encoding every conversation
-    each time made the saves, not the analyser, the bottleneck of a large date (about 100 ms
-    per save at 1,000 conversations, while each slot of the window waited for it). The bytes
-    are exactly `DateDocument.to_json_bytes()`: each conversation is encoded by `dump_json`
-    on its own and re-indented to its depth (JSON strings escape newlines, so every newline
-    in a fragment is layout), and a conversation object is reused only if it is the very
-    object encoded before (conversations are replaced, never mutated, by the status machine).
-    It is still saved only by `save_document`: seal, lease check and compare-and-swap.
-    """
-
-    # (conversation, its encoding) by position, as last saved; shared by model_copy's copies.
-    # A pass replaces conversations in place and never reorders them, so a position whose
-    # object is the very one encoded before is reused without a dictionary lookup.
-    _encoded: list[tuple[Conversation, bytes]] = PrivateAttr(default_factory=list)
-
-    @classmethod
-    def of(cls, document: DateDocument) -> _IncrementalDocument:
-        fields = {name: getattr(document, name) for name in DateDocument.model_fields}
-        return cls.model_construct(
-            _fields_set=document.model_fields_set, **fields, **(document.model_extra or {})
-        )
-
-    def to_json_bytes(self) -> bytes:
-        shell = dump_json(
-            self.model_copy(update={"conversations": []}).model_dump(
-                by_alias=True, exclude_none=False
-            )
-        )
-        conversations = self.conversations
-        if not conversations:
-            return shell
-        head, found, tail = shell.partition(_EMPTY_CONVERSATIONS)
-        if not found or _EMPTY_CONVERSATIONS in tail:  # an encoding this splice does not know
-            return super().to_json_bytes()
-        previous = self._encoded
-        same_positions = len(previous) == len(conversations)
-        current: list[tuple[Conversation, bytes]] = []
-        for index, conversation in enumerate(conversations):
-            hit = previous[index] if same_positions else None
-            if hit is None or hit[0] is not conversation:
-                encoded = dump_json(conversation.model_dump(by_alias=True, exclude_none=False))
-                hit = (conversation, encoded.replace(b"\n", b"\n  "))  # depth 2 in the document
-            current.append(hit)
-        previous[:] = current
-        # One join, one copy of the whole document: the list's opening and closing (with the
-        # rest of the shell) ride on the first and last fragment.
-        pieces = [hit[1] for hit in current]
-        pieces[0] = head + b'"conversations": [\n  ' + pieces[0]
-        pieces[-1] = pieces[-1] + b"\n ]" + tail
-        return b",\n  ".join(pieces)
+    def count_writes(self, counts: WriteCounts) -> None:
+        self.saves, self.entries = counts.checkpoints, counts.entries
+        self.bytes_written = counts.bytes_written
 
 
 class _Pass:
-    """Mutable state of one pass: the conversations, the stored version and the counters."""
+    """Mutable state of one pass: the date's state, results not yet written, the counters."""
 
-    def __init__(self, store: Store, loaded: LoadedDocument, lease: Lease, report: AnalysisReport):
-        self.store = store
-        self.loaded = LoadedDocument(_IncrementalDocument.of(loaded.document), loaded.token)
-        self.lease = lease
+    def __init__(
+        self,
+        store: Store,
+        loaded: LoadedDocument,
+        lease: Lease,
+        report: AnalysisReport,
+        max_attempts: int,
+    ):
+        self.writer = DateWriter.over(store, loaded, lease)
         self.report = report
-        self.conversations: list[Conversation] = list(loaded.document.conversations)
-        self.dirty = False
-        self.save_in_thread = False
-        self._loop_save_seconds: deque[float] = deque(maxlen=_SAVES_MEASURED)
+        self.max_attempts = max_attempts
+        self.results: list[Change] = []  # finished requests, for the next entry
+        self.write_in_thread = False
+        self._loop_write_seconds: deque[float] = deque(maxlen=_SAVES_MEASURED)
+        self._checkpointing: asyncio.Task[int] | None = None
 
-    def update(self, index: int, conversation: Conversation) -> None:
-        self.conversations[index] = conversation
-        self.dirty = True
+    @property
+    def state(self) -> DateState:
+        state = self.writer.state
+        assert isinstance(state, DateState)
+        return state
 
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        document = self.loaded.document.model_copy(update={"conversations": self.conversations})
-        self.loaded = save_document(self.store, self.loaded, document, self.lease)
-        self.conversations = list(self.loaded.document.conversations)
-        self.report.saves += 1
-        self.dirty = False
+    @property
+    def conversations(self) -> list[Conversation]:
+        """As of the last entry written (results not yet written are in `results`)."""
+        return self.state.conversations
 
-    async def save_async(self) -> None:
-        """`save()` from the event loop: on the loop while saves are quick, else in a worker
-        thread (see the module docstring). Either way it has completed when this returns."""
-        if not self.dirty:
+    def result(self, index: int, updated: Conversation) -> None:
+        self.results.append(Change.between(self.conversations[index], updated))
+
+    def write(self, results: list[Change], starting: list[int]) -> list[int]:
+        """One entry: `results`, `starting` marked processing and, until our first entry is
+        written, the recovery of anything found `processing` (an older holder's entry folded
+        at our number can mark more). Returns the indices it marked: only those may be sent."""
+        marked: list[int] = []
+
+        recovered: list[Change] = []
+
+        def draft() -> Draft:
+            changes: list[Change] = []
+            marked.clear()
+            recovered[:] = [] if self.writer.wrote_entry else self._recoveries()
+            changes += recovered
+            changes += results
+            for index in starting:
+                conversation = self.conversations[index]
+                if status.is_due(conversation, self.max_attempts):
+                    changes.append(Change.between(conversation, status.begin_attempt(conversation)))
+                    marked.append(index)
+            return Draft(changes=changes)
+
+        if self.writer.append(draft) is not None:
+            report = self.report
+            report.recovered_interrupted += len(recovered)
+            report.failed_attempts += len(recovered)
+            report.newly_failed += sum(1 for change in recovered if change.to == "failed")
+        return marked
+
+    def _recoveries(self) -> list[Change]:
+        changes = []
+        for conversation in self.conversations:
+            if conversation.processing_status == "processing":
+                recovered = status.recover_interrupted(conversation, self.max_attempts)
+                changes.append(Change.between(conversation, recovered))
+        return changes
+
+    async def write_async(self, starting: list[int], *, recover: bool = False) -> list[int]:
+        """`write()` of the results so far, from the event loop: on the loop while writes are
+        quick, else in a worker thread (see the module docstring). Completed on return.
+        `recover`: write even with nothing else to write (the recovery entry)."""
+        results, self.results = self.results, []
+        if not results and not starting and not recover:
+            return []
+        if self.write_in_thread:
+            marked = await asyncio.to_thread(self.write, results, starting)
+        else:
+            started = time.perf_counter()
+            marked = self.write(results, starting)
+            timings = self._loop_write_seconds
+            timings.append(time.perf_counter() - started)
+            if (
+                len(timings) == timings.maxlen
+                and statistics.median(timings) > THREAD_SAVE_AFTER_SECONDS
+            ):
+                self.write_in_thread = True
+        self._maybe_checkpoint()
+        return marked
+
+    def _maybe_checkpoint(self) -> None:
+        """Start a checkpoint in a worker thread if one is due and none is running; the window
+        goes on meanwhile (the checkpoint folds a snapshot: later entries stay unfolded)."""
+        running = self._checkpointing
+        if running is not None and not running.done():
             return
-        if self.save_in_thread:
-            await asyncio.to_thread(self.save)
-            return
-        started = time.perf_counter()
-        self.save()
-        timings = self._loop_save_seconds
-        timings.append(time.perf_counter() - started)
-        if (
-            len(timings) == timings.maxlen
-            and statistics.median(timings) > THREAD_SAVE_AFTER_SECONDS
-        ):
-            self.save_in_thread = True
+        if running is not None:
+            self._checkpointing = None
+            running.result()  # a failed checkpoint stops the pass
+        if self.writer.checkpoint_due():
+            snapshot = list(self.conversations)
+            self._checkpointing = asyncio.ensure_future(
+                asyncio.to_thread(self.writer.checkpoint_of, snapshot, self.writer.last_entry)
+            )
+
+    async def finish(self) -> None:
+        """Write what is left, then checkpoint: afterwards the document alone is current."""
+        await self.write_async([])
+        if self._checkpointing is not None:
+            running, self._checkpointing = self._checkpointing, None
+            await running
+        if self.writer.unfolded_entries or (self.writer.token is None and self.conversations):
+            await asyncio.to_thread(self.writer.checkpoint)
 
 
 def analyse_date(
@@ -196,23 +221,14 @@ def analyse_date(
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
-        run = _Pass(store, load_document(store, date), lease, report)
+        run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
         try:
             asyncio.run(_analyse(run, settings, make_analyzer))
         finally:
             report.seconds = round(time.monotonic() - started, 3)
-            report.version = run.loaded.document.version
+            report.version = run.writer.document_version
+            report.count_writes(run.writer.counts)
         return report
-
-
-def _recover_interrupted(run: _Pass, max_attempts: int) -> None:
-    for index, conversation in enumerate(run.conversations):
-        if conversation.processing_status == "processing":
-            run.update(index, status.recover_interrupted(conversation, max_attempts))
-            run.report.recovered_interrupted += 1
-            run.report.failed_attempts += 1
-            if run.conversations[index].processing_status == "failed":
-                run.report.newly_failed += 1
 
 
 def _select(run: _Pass, settings: Settings) -> list[int]:
@@ -226,11 +242,30 @@ def _select(run: _Pass, settings: Settings) -> list[int]:
 
 
 async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], Analyzer]) -> None:
-    _recover_interrupted(run, settings.max_attempts)
-    run.save()
+    if any(c.processing_status == "processing" for c in run.conversations):
+        # The recovery entry: charged before anything is selected.
+        await run.write_async([], recover=True)
     queue = _select(run, settings)
-    if not queue:
-        return
+    try:
+        if queue:
+            await _analyse_queue(run, settings, make_analyzer, queue)
+    except LeaseLostError:
+        raise  # the date is someone else's now: nothing more may be written
+    except BaseException:
+        await run.finish()  # what finished, and what a system failure released, is kept
+        raise
+    else:
+        await run.finish()
+    finally:
+        run.report.still_due = (
+            sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
+            - run.report.deferred
+        )
+
+
+async def _analyse_queue(
+    run: _Pass, settings: Settings, make_analyzer: Callable[[], Analyzer], queue: list[int]
+) -> None:
     analyzer = make_analyzer()
     run.report.analyzer, run.report.model = analyzer.name, analyzer.model
     try:
@@ -241,15 +276,11 @@ async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], A
         await _window(run, settings, analyzer, queue)
     finally:
         await analyzer.aclose()
-        run.report.still_due = (
-            sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
-            - run.report.deferred
-        )
 
 
 async def _window(run: _Pass, settings: Settings, analyzer: Analyzer, queue: list[int]) -> None:
     concurrency = settings.analysis_concurrency
-    refill_at = max(1, math.ceil(concurrency / 8))  # fewer saves, nearly full window
+    refill_at = max(1, math.ceil(concurrency / 8))  # fewer entries, nearly full window
     waiting = list(reversed(queue))
     in_flight: dict[asyncio.Task[Analysis], int] = {}
     system_error: SystemAnalysisError | None = None
@@ -259,14 +290,14 @@ async def _window(run: _Pass, settings: Settings, analyzer: Analyzer, queue: lis
         if system_error is None and waiting and (not in_flight or free >= refill_at):
             while waiting and len(starting) < free:
                 starting.append(waiting.pop())
-            for index in starting:
-                run.update(index, status.begin_attempt(run.conversations[index]))
-        if starting or (run.dirty and not in_flight):
-            await run.save_async()  # completed before anything it marked is sent
+        if starting or (run.results and not in_flight):
+            starting = await run.write_async(starting)  # created before anything it marks is sent
         for index in starting:
             task = asyncio.create_task(analyzer.analyze(run.conversations[index]))
             in_flight[task] = index
         if not in_flight:
+            if waiting and system_error is None:
+                continue  # everything picked was no longer due: pick again
             break
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -281,16 +312,17 @@ async def _window(run: _Pass, settings: Settings, analyzer: Analyzer, queue: lis
 def _fold(
     run: _Pass, index: int, task: asyncio.Task[Analysis], max_attempts: int
 ) -> SystemAnalysisError | None:
-    """Apply one finished request to its conversation through the status machine."""
+    """Turn one finished request into its change through the status machine (written with
+    the next entry)."""
     conversation = run.conversations[index]
     report = run.report
     if task.cancelled():
-        run.update(index, status.release_unattempted(conversation))
+        run.result(index, status.release_unattempted(conversation))
         return None
     error = task.exception()
     if error is None:
         analysis = task.result()
-        run.update(index, status.record_success(conversation, analysis.model_dump()))
+        run.result(index, status.record_success(conversation, analysis.model_dump()))
         report.succeeded += 1
         usage = analysis.usage
         report.usage = TokenUsage(
@@ -301,7 +333,7 @@ def _fold(
         )
         return None
     if isinstance(error, SystemAnalysisError):
-        run.update(index, status.release_unattempted(conversation))
+        run.result(index, status.release_unattempted(conversation))
         return error
     if isinstance(error, ConversationAnalysisError):
         message = str(error)
@@ -309,7 +341,7 @@ def _fold(
         message = f"unexpected {type(error).__name__}: {error}"
         log.warning("analysis of %s failed unexpectedly: %s", conversation.id, message)
     updated = status.record_failure(conversation, message, max_attempts)
-    run.update(index, updated)
+    run.result(index, updated)
     report.failed_attempts += 1
     report.errors[message[:120]] += 1
     if updated.processing_status == "failed":

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
-from convsync_pipeline.core.conversations import merge_staged
+from convsync_pipeline.core.conversations import StagedMerge, merge_staged
 from convsync_pipeline.core.document import dump_json
-from convsync_pipeline.pipeline.documents import load_document, save_appended
+from convsync_pipeline.core.journal import IdState, checkpoint_due
+from convsync_pipeline.core.keys import entry_key
+from convsync_pipeline.pipeline.documents import (
+    DateWriter,
+    Draft,
+    load_document,
+    load_ids,
+)
 from convsync_pipeline.pipeline.ingest import bulk_work, merged_marker_key, staged_uploads
-from convsync_pipeline.store.base import DateLocks, Store
+from convsync_pipeline.store.base import DateLocks, Lease, Store
+
+log = logging.getLogger("convsync")
 
 
 @dataclass
@@ -32,38 +42,94 @@ def _merged_keys(store: Store, date: str) -> list[str]:
 def merge_date(store: Store, locks: DateLocks, date: str, owner: str) -> MergeReport:
     """Merge what is staged for `date` and not merged yet; an untouched day gets an empty document.
 
-    The document is saved only when something is new, so re-running changes nothing, not even
-    the version. The merged-marker is written after the document: a crash in between merely
-    merges the same batches again, which the merge turns into "already present".
+    The new conversations become one log entry (SPEC 5a), so a merge costs what the upload
+    holds, not what the date holds: it reads the date's id index instead of its document, and
+    checkpoints only when the unfolded log has grown past `core.journal.checkpoint_due` (the
+    end of the run's analysis and summary checkpoint anyway). When that checkpoint would be
+    due at once and nothing else is unfolded (a new date, an upload as large as the date),
+    the document is written alone, the conversations spliced in as text. Nothing new:
+    nothing written, not even the version. The merged-marker is written last: a crash before
+    it merely merges the same batches again, which the merge turns into "already present".
     """
     with (
         bulk_work(),
         locks.date_lock(date, owner) as lease,
     ):
-        loaded = load_document(store, date)
         merged = _merged_keys(store, date)
         fresh = staged_uploads(store, date, skip=frozenset(merged))
-        # The one merge rule; the new conversations come as their text, never decoded.
-        outcome = merge_staged(loaded.document, [staged for _, staged in fresh])
         staged_keys = [key for key, _ in fresh]
+        staged = [batch for _, batch in fresh]
         del fresh
-        report = MergeReport(
-            date=date,
-            uploads_merged=outcome.uploads,
-            added=len(outcome.added),
-            already_present=len(outcome.already_present),
-            already_present_ids=outcome.already_present[:50],
-            total=len(loaded.document.conversations),
-            version=loaded.document.version,
-        )
-        if outcome.changed or loaded.token is None:
-            report.version = save_appended(
-                store, loaded, outcome.appended_json, len(outcome.added), lease
-            )
+        view = load_ids(store, date)
+        loaded = None
+        if view is not None:
+            writer = DateWriter.over_ids(store, view, lease, date)
+        else:  # no index yet (a new date, or a store written before the log): read it all
+            loaded = load_document(store, date)
+            writer = DateWriter.over(store, loaded, lease)
+        report = MergeReport(date=date, version=writer.document_version)
+        found = merge_staged(writer.state.ids, staged)  # the one merge rule
+        if found.changed and _merged_into_checkpoint(writer, found):
             report.wrote = True
-            report.total += len(outcome.added)
+        elif found.changed:
+            outcome = [found]
+
+            def draft() -> Draft:
+                # Against the ids as of the entry before ours (recomputed if an older
+                # holder's entry took our number); the conversations as text, never decoded.
+                outcome[:] = [merge_staged(writer.state.ids, staged)]
+                return Draft(appended_json=outcome[0].appended_json, appended_ids=outcome[0].added)
+
+            number = writer.append(draft)
+            found = outcome[0]
+            if number is not None:
+                log.info(
+                    "[Journal] wrote %s: %d new conversations",
+                    entry_key(date, number),
+                    len(found.added),
+                )
+                report.wrote = True
+                _checkpoint_after_merge(store, writer, found, lease)
+        elif loaded is not None and loaded.token is None:  # a day with no uploads
+            writer.checkpoint()
+            report.wrote = True
+        state = writer.state
+        report.total = len(state.known) if isinstance(state, IdState) else len(state.positions)
+        report.uploads_merged = found.uploads
+        report.added = len(found.added) if report.wrote else 0
+        report.already_present = len(found.already_present)
+        report.already_present_ids = found.already_present[:50]
+        report.version = writer.document_version
         if staged_keys:
             lease.ensure_held()
             keys = sorted({*merged, *staged_keys})
             store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
         return report
+
+
+def _merged_into_checkpoint(writer: DateWriter, found: StagedMerge) -> bool:
+    """When the checkpoint would be due as soon as the entry exists and nothing else is
+    unfolded (a new date, an upload as large as the date), write the document alone, the new
+    conversations spliced in: the entry would be folded at once and never read."""
+    if writer.unfolded_entries:
+        return False
+    size = sum(len(piece) for piece in found.appended_json)
+    if not checkpoint_due(size, 1, writer.document_bytes):
+        return False
+    return writer.checkpoint_appending(found.appended_json, found.added, in_entry=False) is not None
+
+
+def _checkpoint_after_merge(
+    store: Store, writer: DateWriter, found: StagedMerge, lease: Lease
+) -> None:
+    """Checkpoint if due, else record the new ids in the index (what the next merge reads)."""
+    if not writer.checkpoint_due():
+        writer.write_index(writer.state.ids, writer.last_entry)
+        return
+    # Our entry the only unfolded one: splice its text into the document as stored, no model
+    # per message. Otherwise fold everything.
+    if writer.checkpoint_appending(found.appended_json, found.added, in_entry=True) is not None:
+        return
+    full = DateWriter.over(store, load_document(store, writer.date), lease)
+    full.checkpoint()
+    writer.document_version = full.document_version

@@ -2,9 +2,10 @@
 
 Writes go to a temp file in the same directory, are fsynced and `os.replace`d into place, so
 a reader never sees half a document. Compare-and-swap holds an `flock` on a per-key lock
-file while it checks the token, and the date lock is an `flock` on `locks/D.lock`, a file
-that is never replaced: the kernel frees it when its holder dies, so a killed process can
-never leave a date stuck.
+file while it checks the token; create-only (a log entry, a new document) hard-links the
+complete temp file to its name, which fails if the name exists. The date lock is an `flock`
+on `locks/D.lock`, a file that is never replaced: the kernel frees it when its holder dies,
+so a killed process can never leave a date stuck.
 """
 
 from __future__ import annotations
@@ -279,6 +280,18 @@ class LocalStore:
 
     def _replace_or_raise(self, path: Path, data: bytes | Path) -> os.stat_result:
         """Write `data` (bytes, or a local file's bytes, copied a piece at a time) in place."""
+        temp = self._write_temp(path, data)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        _fsync_dir(path.parent)
+        return path.stat()
+
+    def _write_temp(self, path: Path, data: bytes | Path) -> Path:
+        """`data` in a fsynced temp file beside `path`, ready to be renamed or linked."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
@@ -290,16 +303,37 @@ class LocalStore:
                     handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
+        return temp
+
+    def _create_or_raise(self, path: Path, data: bytes) -> os.stat_result:
+        """Create `path` holding `data` only if absent: a hard link of a complete temp file
+        fails when the name exists, so the object appears whole or not at all, and no lock
+        is needed (a log entry of a large date is one of these per window refill)."""
+        temp = self._write_temp(path, data)
+        try:
+            os.link(temp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
         _fsync_dir(path.parent)
         return path.stat()
 
     def compare_and_swap(self, key: str, data: bytes, expected: str | None) -> str:
         path = self._path(key)
+        if expected is None:
+            try:
+                stat = self._create_or_raise(path, data)
+            except FileExistsError:
+                raise ConflictError(key, "it already exists") from None
+            except OSError as error:
+                raise StoreError(
+                    f"cannot write {key} under {self.root}: {error.strerror or error}"
+                ) from None
+            return self.digests.wrote(key, stat, _digest(data))
         guard = (
             self.root
             / _INTERNAL_DIR
@@ -316,6 +350,15 @@ class LocalStore:
             return self.digests.wrote(key, self._replace(key, data), _digest(data))
         finally:
             os.close(fd)
+
+    def delete(self, key: str) -> bool:
+        """Remove `key`; whether it existed. Only `convsync compact --prune` calls this, on
+        request: the pipeline itself never deletes an object."""
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     # -- listing -------------------------------------------------------------------------
 

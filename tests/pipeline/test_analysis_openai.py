@@ -556,13 +556,14 @@ def test_personal_data_in_uploads_never_reaches_the_server(local, openai_server,
 
 # ------------------------------------------------------------------------------- the window
 @pytest.mark.parametrize("saves", ["on the loop", "in a worker thread"])
-def test_the_window_sends_only_what_a_completed_save_marked(
+def test_the_window_sends_only_what_a_completed_entry_marked(
     saves, tmp_path, openai_server, tap, monkeypatch
 ):
-    """SPEC 7 at the server: every request is for a conversation that the last *completed*
-    save had marked `processing`; no saved document ever marks more than the concurrency;
-    saves run one at a time, each on the version before it. Both places a save can run:
-    on the event loop (quick saves) and in a worker thread (slow ones, here forced)."""
+    """SPEC 7 at the server, with the date's log (SPEC 5a): every request is for a
+    conversation that the log, as of the last *completed* entry, marks `processing`; the log
+    never marks more than the concurrency; entries are created one at a time, numbered without
+    gaps. Both places an entry can be written: on the event loop (quick writes) and in a
+    worker thread (slow ones, here forced)."""
     from convsync_pipeline.pipeline import analyse
     from convsync_pipeline.pipeline.analyse import analyse_date
     from convsync_pipeline.pipeline.ingest import ingest_new_uploads
@@ -581,37 +582,43 @@ def test_the_window_sends_only_what_a_completed_save_marked(
     list(ingest_new_uploads(store, settings))
     locks = locks_from_settings(store, settings)
     assert merge_date(store, locks, D, "seed").added == len(ids)
+    merged = [i.key for i in store.list(f"journal/{D}/") if not i.key.endswith("/ids.json")]
+    first_entry = len(merged) + 1  # after the merge's entry
 
-    if saves == "in a worker thread":  # every save counts as slow: thread after the first 5
+    if saves == "in a worker thread":  # every write counts as slow: thread after the first 5
         monkeypatch.setattr(analyse, "THREAD_SAVE_AFTER_SECONDS", -1.0)
     guard = threading.Lock()
-    committed: list[tuple[int, frozenset[str]]] = []  # (version, ids marked processing)
-    saved_by: list[str] = []
-    saving = [0]
+    marked: set[str] = set()  # processing, as of the last completed entry
+    numbers: list[int] = []
+    most_marked = [0]
+    written_by: list[str] = []
+    writing = [0]
     problems: list[str] = []
     original_cas = store.compare_and_swap
 
     def compare_and_swap(key: str, data: bytes, expected: str | None) -> str:
+        if not key.startswith("journal/"):
+            return original_cas(key, data, expected)
         with guard:
-            saved_by.append(threading.current_thread().name)
-            saving[0] += 1
-            if saving[0] > 1:
-                problems.append("two saves at once")
+            written_by.append(threading.current_thread().name)
+            writing[0] += 1
+            if writing[0] > 1:
+                problems.append("two entries at once")
         try:
             token = original_cas(key, data, expected)
         finally:
             with guard:
-                saving[0] -= 1
-        doc = json.loads(data)
-        marked = frozenset(
-            c["id"] for c in doc["conversations"] if c["processingStatus"] == "processing"
-        )
+                writing[0] -= 1
+        entry = json.loads(data)
         with guard:
-            committed.append((doc["_blobMeta"]["version"], marked))
+            numbers.append(entry["entry"])
+            for change in entry["changes"]:
+                (marked.add if change["to"] == "processing" else marked.discard)(change["id"])
+            most_marked[0] = max(most_marked[0], len(marked))
         return token
 
     store.compare_and_swap = compare_and_swap  # type: ignore[method-assign]
-    # Slow answers for some, failures for others: results arrive while saves are running.
+    # Slow answers for some, failures for others: results arrive while entries are written.
     openai_server.latency = 0.03
     openai_server.behaviour = by_conversation(
         {cid: sequence("invalid_json", "success") for cid in ids[::5]}
@@ -622,9 +629,9 @@ def test_the_window_sends_only_what_a_completed_save_marked(
         if endpoint == "chat":
             cid = fake._conversation_id(body)
             with guard:
-                marked = committed[-1][1] if committed else frozenset()
-            if cid not in marked:
-                problems.append(f"{cid} sent before a completed save marked it processing")
+                was_marked = cid in marked
+            if not was_marked:
+                problems.append(f"{cid} sent before a completed entry marked it processing")
         return counted(endpoint, model, body, api_key)
 
     openai_server._handle = handle  # type: ignore[method-assign]
@@ -634,14 +641,14 @@ def test_the_window_sends_only_what_a_completed_save_marked(
     assert problems == []
     loop_thread = threading.current_thread().name
     if saves == "on the loop":
-        assert set(saved_by) == {loop_thread}
+        assert set(written_by) == {loop_thread}
     else:
-        assert saved_by[:5] == [loop_thread] * 5
-        assert loop_thread not in saved_by[5:] and len(saved_by) > 10
-    versions = [version for version, _ in committed]
-    assert versions == list(range(versions[0], versions[0] + len(versions)))
-    assert max(len(marked) for _, marked in committed) == concurrency  # used, never exceeded
-    assert committed[-1][1] == frozenset()
+        assert written_by[:5] == [loop_thread] * 5
+        assert loop_thread not in written_by[5:] and len(written_by) > 10
+    assert numbers == list(range(first_entry, first_entry + len(numbers)))
+    assert report.entries == len(numbers)
+    assert most_marked[0] == concurrency  # used, never exceeded
+    assert marked == set()
     assert 2 <= openai_server.max_in_flight <= concurrency
     assert (report.succeeded, report.failed_attempts) == (len(ids) - len(ids[::5]), len(ids[::5]))
     got = conversations(store)
@@ -651,71 +658,9 @@ def test_the_window_sends_only_what_a_completed_save_marked(
     assert all(
         got[cid]["processingError"] == "the model's answer is not valid JSON" for cid in ids[::5]
     )
-    assert_consistent(document(store))
+    doc = document(store)
+    assert doc["_blobMeta"]["journalEntry"] == numbers[-1], "the pass ends with a checkpoint"
+    assert_consistent(doc)
     assert_attempts(tap, store)
 
 
-# ------------------------------------------------------------------------------- save encoding
-def test_the_pass_saves_exactly_the_bytes_of_the_document_model():
-    """The pass re-encodes only changed conversations; the bytes must not differ from
-    `DateDocument.to_json_bytes()`, whatever the content (newlines, unicode, meta, extras)."""
-    from convsync_pipeline.core import status
-    from convsync_pipeline.pipeline.analyse import _IncrementalDocument
-
-    def conversation(n: int) -> Conversation:
-        text = f'line one\nline "two" \u2028 é ✓ <b> {n}\t\\'
-        return Conversation(
-            id=f"c-{n}",
-            startedAt="2026-02-11T10:00:00.000Z",
-            endedAt="2026-02-11T10:05:00.000Z",
-            messages=[
-                Message(role="user", content=text, timestamp="2026-02-11T10:00:00.000Z"),
-                Message(
-                    role="agent",
-                    content="",
-                    timestamp="2026-02-11T10:05:00.000Z",
-                    meta={"priority": "high", "nested": {"a": [1, 2.5, None, {}], "b": []}},
-                ),
-            ],
-            source="incoming/x.csv",
-            processingStatus="pending",
-            channel={"kept": True},  # an unknown field is kept (extra="allow")
-        )
-
-    empty = DateDocument.empty(D).sealed()
-    assert _IncrementalDocument.of(empty).to_json_bytes() == empty.to_json_bytes()
-
-    document = DateDocument(date=D, conversations=[conversation(n) for n in range(4)]).sealed()
-    fast = _IncrementalDocument.of(document)
-    assert fast.to_json_bytes() == document.to_json_bytes()
-    for step in range(3):  # change some conversations, as the pass does, and compare again
-        changed = list(fast.conversations)
-        changed[step] = status.begin_attempt(changed[step])
-        attempted = status.begin_attempt(changed[step + 1])
-        changed[step + 1] = status.record_failure(attempted, "boom\nagain", 3)
-        fast = fast.model_copy(update={"conversations": changed}).sealed(lock_generation=step)
-        plain = DateDocument.model_validate_json(fast.to_json_bytes())
-        assert type(fast) is _IncrementalDocument
-        assert fast.to_json_bytes() == plain.to_json_bytes()
-        assert plain.conversations == changed
-
-
-def test_an_unknown_encoding_falls_back_to_the_model_encoding(monkeypatch):
-    """If the splice point ever changes shape, the pass saves the plain encoding, never a
-    document without its conversations."""
-    from convsync_pipeline.pipeline import analyse
-
-    compact = json.JSONEncoder(separators=(",", ":")).encode
-    monkeypatch.setattr(analyse, "dump_json", lambda value: compact(value).encode())
-    stamp = "2026-02-11T10:00:00.000Z"
-    conversation = Conversation(
-        id="c-1",
-        startedAt=stamp,
-        endedAt=stamp,
-        messages=[Message(role="user", content="hi", timestamp=stamp)],
-        source="incoming/x.csv",
-        processingStatus="pending",
-    )
-    document = DateDocument(date=D, conversations=[conversation]).sealed()
-    fast = analyse._IncrementalDocument.of(document)
-    assert fast.to_json_bytes() == document.to_json_bytes()

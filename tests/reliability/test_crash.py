@@ -202,14 +202,23 @@ def test_kill_during_analysis(store_factory, homes, model_server, tmp_path, reco
     )
 
 
-# (select, crash point per backend): the doc's first save (the merge creating it) dies before
-# and after it applied; then saves of the analysis die at fixed points; then random kills.
+# (select, crash point per backend, a new upload first?). A crash point is `<n>:<mode>` for
+# the n-th save of the date document in the run (a checkpoint) or `<n>:<mode>:journal/` for
+# the n-th entry of the date's log it creates. In order: the merge creating the date (its
+# document alone: an entry would be folded at once) dies before and after the write; the
+# analysis dies creating an entry and right after one applied; a second upload as large as
+# the date, with the killed passes' entries unfolded, is one entry whose checkpoint is due at
+# once: the merge dies inside that checkpoint, between its entry and the document; the next
+# pass's first checkpoint (in a worker thread, while the window goes on) dies after it
+# applied; a later entry; then random kills.
 HOOKED_STEPS = [
-    ("raw_conversations,normalized_conversations", {"local": "1:torn", "s3": "1:before"}),
-    ("raw_conversations,normalized_conversations", {"local": "1:replaced", "s3": "1:after"}),
-    ("*", {"local": "2:torn", "s3": "2:before"}),
-    ("*", {"local": "4:replaced", "s3": "4:after"}),
-    ("*", {"local": "7:before", "s3": "7:after"}),
+    ("raw_conversations,normalized_conversations", {"local": "1:torn", "s3": "1:before"}, False),
+    ("raw_conversations,normalized_conversations", {"local": "1:replaced", "s3": "1:after"}, False),
+    ("*", {"local": "2:torn:journal/", "s3": "2:before:journal/"}, False),
+    ("*", {"local": "5:replaced:journal/", "s3": "5:after:journal/"}, False),
+    ("*", {"local": "1:torn", "s3": "1:before"}, True),
+    ("*", {"local": "1:replaced", "s3": "1:after"}, False),
+    ("*", {"local": "7:before:journal/", "s3": "7:after:journal/"}, False),
 ]
 RANDOM_KILLS = 2
 
@@ -222,6 +231,7 @@ def test_kill_in_the_middle_of_saves(store_factory, homes, model_server, tmp_pat
     kind = store_factory.kind
     store = store_factory()
     ids = conversation_ids("s", 60)
+    later = conversation_ids("t", 60)
     # ~2.5 KB per message: a document of a few hundred KB, so a save takes a while
     upload(store, f"incoming/{DATE}/export.csv", conversations_csv(DATE, ids, words=400))
     crash_log = tmp_path / "crashes.log"
@@ -237,7 +247,11 @@ def test_kill_in_the_middle_of_saves(store_factory, homes, model_server, tmp_pat
     kept: dict = {}
     kills = 0
     try:
-        for number, (select, points) in enumerate(HOOKED_STEPS):
+        for number, (select, points, new_upload) in enumerate(HOOKED_STEPS):
+            if new_upload:
+                data = conversations_csv(DATE, later, words=400)
+                upload(store, f"incoming/{DATE}/later.csv", data)
+                ids = ids + later
             run = runner.start(select, CONVSYNC_TEST_CRASH=points[kind], PYTHONPATH=str(HOOK_DIR))
             rc = run.wait()
             marks = crash_log.read_text().splitlines() if crash_log.exists() else []
@@ -301,7 +315,7 @@ def test_kill_in_the_middle_of_saves(store_factory, homes, model_server, tmp_pat
             lost=len(set(ids) - {c.id for c in document.conversations}),
             seconds=time.monotonic() - started,
             details={
-                "kill_points": "+".join(points[kind] for _, points in HOOKED_STEPS)
+                "kill_points": "+".join(points[kind] for _, points, _ in HOOKED_STEPS)
                 + f"+{RANDOM_KILLS}xrandom",
                 "requests": sum(sent.values()),
                 "retried_after_interruption": retried,

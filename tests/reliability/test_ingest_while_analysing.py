@@ -10,10 +10,12 @@ RetryPolicy after failing with the lock conflict (default 5 s wait, mode `retry-
 store only, the path is the same on both stores). The model is let go only once B is seen
 waiting. Run C then analyses what B merged.
 
-Checked on the folder store and on S3: A and B both succeed; B's merge is one save right
-after A's last; no conversation lost, the 10 new ones present, the 5 re-exported ones keep
-their first upload's messages, A's 20 analyses untouched by B and C; every conversation sent
-to the model exactly once; the summary is computed from the final document version.
+Checked on the folder store and on S3: A and B both succeed; B's merge is one log entry
+right after A's last (SPEC 5a: the document stays as A's final checkpoint left it, below the
+checkpoint threshold, until C's run folds it); no conversation lost, the 10 new ones
+present, the 5 re-exported ones keep their first upload's messages, A's 20 analyses untouched
+by B and C; every conversation sent to the model exactly once; the summary is computed from
+the final document version.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ import time
 
 import pytest
 
-from convsync_pipeline.core.keys import document_key
+from convsync_pipeline.core.keys import (
+    document_key,
+    entry_key,
+    id_index_key,
+    journal_prefix,
+)
 from tests.reliability.harness import (
     LOCK_FAILED,
     Outcome,
@@ -124,7 +131,18 @@ def test_upload_arrives_during_analysis(
     key = document_key(DATE)
     a_writes, b_writes = run_a.blob_writes(key), run_b.blob_writes(key)
     assert run_a.analysed() == 20
-    assert len(b_writes) == 1 and b_writes[0] == a_writes[-1] + 1, (a_writes, b_writes)
+    assert b_writes == [], (a_writes, b_writes)
+    stored = json.loads(store.read(key) or b"{}")
+    assert stored["_blobMeta"]["version"] == a_writes[-1], "A's final checkpoint is current"
+    a_last = stored["_blobMeta"]["journalEntry"]
+    after_a = [
+        json.loads(store.read(info.key) or b"{}")
+        for info in store.list(journal_prefix(DATE), start_after=entry_key(DATE, a_last))
+        if info.key != id_index_key(DATE)
+    ]
+    assert [e["entry"] for e in after_a] == [a_last + 1], "B's merge: one entry, right after A"
+    assert [c["id"] for c in after_a[0]["conversations"]] == new_ids
+    assert after_a[0]["lockGeneration"] > stored["_blobMeta"]["lockGeneration"]
     if mode == "retry-policy":
         assert LOCK_FAILED in run_b.output()
 
@@ -181,12 +199,12 @@ def test_upload_arrives_during_analysis(
 
 
 def run_b_wait(run) -> float:
-    """Seconds between B's merge step starting and its save (its wait for A's lock)."""
+    """Seconds between B's merge step starting and its write (its wait for A's lock)."""
     import datetime as dt
     import re
 
     stamps = []
-    for marker in ("normalized_conversations - STEP_START", "[Blob] wrote"):
+    for marker in ("normalized_conversations - STEP_START", "[Journal] wrote"):
         for line in run.output().splitlines():
             if marker in line:
                 match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", line)

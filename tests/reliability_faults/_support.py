@@ -25,6 +25,7 @@ KNOWN_PREFIXES = (
     "conversations/",
     "summaries/",
     "locks/",
+    "journal/",  # the date's log and its id index (SPEC 5a)
     "quarantine/",
     "staging/",
     "state/",
