@@ -51,6 +51,9 @@ class Settings(BaseModel):
     max_inflate_ratio: float = 100.0
     max_inflated_mb: int = 51_200
     spill_dir: str | None = None
+    # The daily schedule's run also re-analyses the previous day's answers of another
+    # analysis version (off: a prompt or model change never costs money by surprise).
+    reanalyse_on_version_change: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -184,6 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
         spill_dir=_spill_dir(env),
+        reanalyse_on_version_change=_bool(env, "CONVSYNC_REANALYSE_ON_VERSION_CHANGE", False),
     )
 
 

@@ -51,11 +51,14 @@ from pydantic import ValidationError
 
 from convsync_pipeline.analyzers.ratelimit import RateLimiter, Reservation
 from convsync_pipeline.core.analysis import (
+    PROMPT_VERSION,
     Analysis,
     ConversationAnalysisError,
     ModelVerdict,
     SystemAnalysisError,
     TokenUsage,
+    analysis_version,
+    fingerprint,
 )
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.redaction import redact as redact_text
@@ -137,9 +140,13 @@ _SETUP_CODES = {
 _KEY_LIKE = re.compile(r"(?i)\b(?:sk|rk|pk|sess|key)[-_][\w\-*.]{4,}|\S*\*{3,}\S*|\bBearer\s+\S+")
 
 
-def estimate_cost_usd(model: str, usage: TokenUsage) -> float | None:
-    """Estimated USD cost of `usage` on `model` (cached input at its lower price); None if the
-    model is not in the built-in table (compatible servers, new models)."""
+BATCH_PRICE_FACTOR = 0.5  # OpenAI's Batch API bills half the live price
+
+
+def estimate_cost_usd(model: str, usage: TokenUsage, *, batch: bool = False) -> float | None:
+    """Estimated USD cost of `usage` on `model` (cached input at its lower price; `batch`: at
+    Batch API prices); None if the model is not in the built-in table (compatible servers,
+    new models)."""
     name = model.strip().lower().removeprefix("openai/")
     prices = PRICES_PER_MILLION.get(name) or PRICES_PER_MILLION.get(_SNAPSHOT_SUFFIX.sub("", name))
     if prices is None:
@@ -148,7 +155,8 @@ def estimate_cost_usd(model: str, usage: TokenUsage) -> float | None:
     cached = min(max(usage.cachedTokens, 0), max(usage.promptTokens, 0))
     uncached = max(usage.promptTokens, 0) - cached
     completion = max(usage.completionTokens, 0)
-    return (uncached * input_price + cached * cached_price + completion * output_price) / 1e6
+    cost = (uncached * input_price + cached * cached_price + completion * output_price) / 1e6
+    return cost * BATCH_PRICE_FACTOR if batch else cost
 
 
 def scrub_secrets(text: str, secret: str | None = None) -> str:
@@ -170,6 +178,15 @@ def build_response_format() -> dict[str, Any]:
 
 
 _SYSTEM_MESSAGE = {"role": "system", "content": SYSTEM_PROMPT}
+# Prompt text and response schema as sent: editing either changes the analysis version.
+PROMPT_FINGERPRINT = fingerprint(
+    SYSTEM_PROMPT, json.dumps(build_response_format(), sort_keys=True, default=str)
+)
+
+
+def openai_analysis_version(model: str) -> str:
+    """The analysis version of answers `model` gives to this prompt and schema."""
+    return analysis_version("openai", model.strip(), PROMPT_VERSION, PROMPT_FINGERPRINT)
 
 
 def build_messages(conversation: Conversation, *, redact: bool = True) -> list[dict[str, str]]:
@@ -252,6 +269,7 @@ class OpenAIAnalyzer:
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
         self.model = model.strip()
+        self.version = openai_analysis_version(self.model)
         self.base_url = base_url
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
@@ -414,6 +432,7 @@ class OpenAIAnalyzer:
                 **verdict.model_dump(),
                 analyzer=self.name,
                 model=completion.model or self.model,
+                analysisVersion=self.version,
                 usage=usage,
             )
         except ValidationError as error:

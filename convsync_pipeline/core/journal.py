@@ -28,13 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from convsync_pipeline.core.document import Conversation, DateDocument, Status
 from convsync_pipeline.core.status import InvalidTransitionError, transition
 
-# The fields a change may set, JSON name -> model attribute. Status aside, nothing else of a
-# conversation ever changes after it is appended.
+# The fields a change may set, JSON name -> model attribute (an optional field: its JSON
+# name, see `core.document.OPTIONAL_FIELDS`). Status aside, nothing else of a conversation
+# ever changes after it is appended.
 CHANGE_FIELDS: dict[str, str] = {
     "retryCount": "retry_count",
     "processingError": "processing_error",
     "processedAt": "processed_at",
     "analysis": "analysis",
+    "previousAnalysis": "previousAnalysis",
+    "reanalysis": "reanalysis",
 }
 
 # When to checkpoint (see `checkpoint_due`). A reader pays for the unfolded log in bytes and
@@ -62,9 +65,9 @@ class Change:
     def between(cls, before: Conversation, after: Conversation) -> Change:
         """The change that turns `before` into `after` (both states of one conversation)."""
         changed = {
-            name: getattr(after, attribute)
+            name: after.value_of(attribute)
             for name, attribute in CHANGE_FIELDS.items()
-            if getattr(after, attribute) != getattr(before, attribute)
+            if after.value_of(attribute) != before.value_of(attribute)
         }
         return cls(after.id, after.processing_status, changed)
 
@@ -86,6 +89,8 @@ class _ChangeModel(BaseModel):
     processingError: str | None = None
     processedAt: str | None = None
     analysis: dict[str, Any] | None = None
+    previousAnalysis: dict[str, Any] | None = None
+    reanalysis: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _retry_count_is_a_number(self) -> _ChangeModel:

@@ -59,6 +59,16 @@ THREAD_SAVE_AFTER_SECONDS = 0.025
 _SAVES_MEASURED = 5
 
 
+@dataclass(frozen=True)
+class Reanalyse:
+    """Make `success` conversations of another analysis version due again (SPEC 7) in the
+    pass's first entry, under the same lock: `target` is the version of the analyser about
+    to run; conversations at `if_version_not` are left alone too (`status.wants_reanalysis`)."""
+
+    target: str
+    if_version_not: str | None = None
+
+
 class AnalysisSystemError(Exception):
     """The analyser cannot work at all; nothing was charged an attempt. Message says what to fix."""
 
@@ -82,6 +92,8 @@ class AnalysisReport:
     usage: TokenUsage = field(default_factory=TokenUsage)
     errors: Counter[str] = field(default_factory=Counter)
     version: int = 0
+    reanalysis_marked: int = 0  # success conversations made due again for a new version
+    reanalysis_failed: int = 0  # re-analyses that spent all attempts (old answer kept)
 
     @property
     def needs_retry(self) -> bool:
@@ -148,11 +160,35 @@ class _Pass:
             return Draft(changes=changes)
 
         if self.writer.append(draft) is not None:
-            report = self.report
-            report.recovered_interrupted += len(recovered)
-            report.failed_attempts += len(recovered)
-            report.newly_failed += sum(1 for change in recovered if change.to == "failed")
+            self._charge_recovered(recovered)
         return marked
+
+    def _charge_recovered(self, recovered: list[Change]) -> None:
+        report = self.report
+        report.recovered_interrupted += len(recovered)
+        report.failed_attempts += len(recovered)
+        report.newly_failed += sum(1 for change in recovered if change.to == "failed")
+        # A re-analysis out of attempts returns to its old answer rather than `failed`.
+        report.reanalysis_failed += sum(1 for change in recovered if change.to == "success")
+
+    def mark_reanalysis(self, request: Reanalyse) -> None:
+        """One entry marking every conversation the request wants (nothing if none)."""
+        marked: list[Change] = []
+        recovered: list[Change] = []
+
+        def draft() -> Draft:
+            # As in `write`: an older holder's entry folded at our number may mark more.
+            recovered[:] = [] if self.writer.wrote_entry else self._recoveries()
+            marked[:] = [
+                Change.between(c, status.mark_for_reanalysis(c, request.target))
+                for c in self.conversations
+                if status.wants_reanalysis(c, request.target, request.if_version_not)
+            ]
+            return Draft(changes=recovered + marked)
+
+        if self.writer.append(draft) is not None:
+            self._charge_recovered(recovered)
+            self.report.reanalysis_marked = len(marked)
 
     def _recoveries(self) -> list[Change]:
         changes = []
@@ -216,14 +252,16 @@ def analyse_date(
     make_analyzer: Callable[[], Analyzer],
     date: str,
     owner: str,
+    reanalyse: Reanalyse | None = None,
 ) -> AnalysisReport:
-    """Hold the date lock for the whole pass; return what happened."""
+    """Hold the date lock for the whole pass; return what happened. `reanalyse`: first make
+    the conversations it asks for due again (in the same pass, under the same lock)."""
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
         run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
         try:
-            asyncio.run(_analyse(run, settings, make_analyzer))
+            asyncio.run(_analyse(run, settings, make_analyzer, reanalyse))
         finally:
             report.seconds = round(time.monotonic() - started, 3)
             report.version = run.writer.document_version
@@ -241,10 +279,17 @@ def _select(run: _Pass, settings: Settings) -> list[int]:
     return due
 
 
-async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], Analyzer]) -> None:
+async def _analyse(
+    run: _Pass,
+    settings: Settings,
+    make_analyzer: Callable[[], Analyzer],
+    reanalyse: Reanalyse | None = None,
+) -> None:
     if any(c.processing_status == "processing" for c in run.conversations):
         # The recovery entry: charged before anything is selected.
         await run.write_async([], recover=True)
+    if reanalyse is not None:
+        run.mark_reanalysis(reanalyse)
     queue = _select(run, settings)
     try:
         if queue:
@@ -346,4 +391,6 @@ def _fold(
     report.errors[message[:120]] += 1
     if updated.processing_status == "failed":
         report.newly_failed += 1
+    elif status.reanalysis_failed(updated):
+        report.reanalysis_failed += 1
     return None

@@ -97,6 +97,10 @@ class AnalyzerResource(ConfigurableResource):
             update={"analysis_concurrency": self.concurrency, "batch_size": self.batch_size}
         )
 
+    def analysis_version(self) -> str:
+        """The version of the answers this analyser gives (without building it)."""
+        return current_analysis_version(self.kind, self.model)
+
     def make(self) -> Analyzer:
         if self.kind == "openai":
             from convsync_pipeline.analyzers.openai import OpenAIAnalyzer
@@ -112,6 +116,22 @@ class AnalyzerResource(ConfigurableResource):
         from convsync_pipeline.analyzers.local import LocalAnalyzer
 
         return LocalAnalyzer()
+
+
+def current_analysis_version(kind: str, model: str) -> str:
+    """The analysis version (`core.analysis.analysis_version`) of analyser `kind` on `model`."""
+    if kind == "openai":
+        from convsync_pipeline.analyzers.openai import openai_analysis_version
+
+        return openai_analysis_version(model)
+    from convsync_pipeline.analyzers.local import ANALYSIS_VERSION
+
+    return ANALYSIS_VERSION
+
+
+def settings_analysis_version(settings: Settings) -> str:
+    """The current analysis version of the configured analyser (CLI, status)."""
+    return current_analysis_version(settings.analyzer, settings.openai_model)
 
 
 def make_analyzer(settings: Settings) -> Analyzer:
