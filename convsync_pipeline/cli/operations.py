@@ -239,7 +239,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for row in report.dates:
         if row.counts is None:
-            rows.append([row.date, "-", "-", "-", "-", "-", "-", "-", "-", "unreadable"])
+            rows.append([row.date, "-", "-", "-", "-", "-", "-", "-", "unreadable", "-"])
             continue
         c = row.counts
         rows.append(
@@ -251,9 +251,9 @@ def _status(args: argparse.Namespace) -> int:
                 c.success,
                 c.failed,
                 row.processed_count,
-                row.at_current_version,
                 row.version,
                 row.updated_at or "-",
+                row.at_current_version,
             ]
         )
     totals = report.totals
@@ -266,9 +266,9 @@ def _status(args: argparse.Namespace) -> int:
             totals.success,
             totals.failed,
             report.processed_total,
+            "",
+            "",
             report.at_current_total,
-            "",
-            "",
         ]
     )
     print(f"store: {store.url}")
@@ -283,9 +283,9 @@ def _status(args: argparse.Namespace) -> int:
                 "success",
                 "failed",
                 "processedCount",
-                "at current version",
                 "version",
                 "last update",
+                "at-current-version",
             ],
             rows,
         )
