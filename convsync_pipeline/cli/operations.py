@@ -332,8 +332,7 @@ def _failed(args: argparse.Namespace) -> int:
                         e.date,
                         e.id,
                         e.attempts,
-                        ("re-analysis (old answer kept): " if e.reanalysis_to else "")
-                        + _clip(e.last_error, ERROR_CHARS),
+                        _clip(e.error_shown, ERROR_CHARS + 31 * bool(e.reanalysis_to)),
                         e.first_words,
                     ]
                     for e in listing.entries

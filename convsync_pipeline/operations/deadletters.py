@@ -44,6 +44,12 @@ class FailedConversation:
     source: str
     reanalysis_to: str | None = None  # a failed re-analysis to this version (old answer kept)
 
+    @property
+    def error_shown(self) -> str:
+        """The last error as tables show it, a failed re-analysis said to be one."""
+        prefix = "re-analysis (old answer kept): " if self.reanalysis_to else ""
+        return prefix + (self.last_error or "")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "date": self.date,

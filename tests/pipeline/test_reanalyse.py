@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,15 +206,13 @@ def test_two_reanalyses_at_once_send_each_conversation_once(store_factory, opena
 
 
 def test_sigkill_during_reanalysis_costs_one_attempt_and_keeps_the_old_answer(
-    tmp_path: Path, openai_server: FakeOpenAIServer
+    store_factory, openai_server: FakeOpenAIServer
 ):
-    root = tmp_path / "store"
-    env = {"CONVSYNC_STORE": str(root)}
-    from convsync_pipeline.store.local import LocalStore
-
-    store = LocalStore(root)
+    store = store_factory()
+    # On S3 the next run waits for the dead holder's lease to expire, then takes it over.
+    env = {**store_factory.env(store), "CONVSYNC_LOCK_TTL_SECONDS": "3"}
     old = settings(env, openai_server, OLD_MODEL)
-    new = settings(env, openai_server, NEW_MODEL)
+    new = settings(env, openai_server, NEW_MODEL, CONVSYNC_LOCK_WAIT_SECONDS="30")
     ids = ["k1", "k2", "k3"]
     seed(store, *ids)
     analyse(store, old)
