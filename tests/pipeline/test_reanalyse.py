@@ -187,10 +187,11 @@ def test_two_reanalyses_at_once_send_each_conversation_once(store_factory, opena
     analyse(store, old)
     openai_server.latency = 0.1  # the two runs overlap
     errors: list[BaseException] = []
+    reports: list[Any] = []
 
     def run(owner: str) -> None:
         try:
-            reanalyse(store, new, owner)
+            reports.extend(reanalyse(store_factory.reopen(store), new, owner))
         except BaseException as error:
             errors.append(error)
 
@@ -201,6 +202,10 @@ def test_two_reanalyses_at_once_send_each_conversation_once(store_factory, opena
         thread.join(60)
     assert not errors
     assert per_version(openai_server, NEW_MODEL) == dict.fromkeys(ids, 1)
+    # One run marked and sent everything; the other, holding the lock after it, found
+    # nothing of another version left.
+    assert sorted(r.reanalysis_marked for r in reports) == [0, 6]
+    assert sorted(r.succeeded for r in reports) == [0, 6]
     new_version = openai_analysis_version(NEW_MODEL)
     assert {version_of(c.analysis) for c in state(store).values()} == {new_version}
 
