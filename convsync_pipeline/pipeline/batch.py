@@ -273,7 +273,7 @@ class BatchPass:
                         updated = status.record_success(conversation, analysis.model_dump())
                         changes.append(Change.between(conversation, status.leave_batch(updated)))
                         counted["succeeded"] += 1
-                        totals[0] = _add(totals[0], analysis.usage)
+                        totals[0] = add_usage(totals[0], analysis.usage)
                         continue
                 elif result is not None and result.expired:
                     message = f"unfinished when OpenAI batch {batch_name} expired"
@@ -294,7 +294,7 @@ class BatchPass:
         outcome.newly_failed += sum(
             1 for c in self.conversations if c.processing_status == "failed" and c.id not in before
         )
-        outcome.usage = _add(outcome.usage, totals[0])
+        outcome.usage = add_usage(outcome.usage, totals[0])
         for message in messages:
             outcome.errors[message[:120]] = outcome.errors.get(message[:120], 0) + 1
         return counted["succeeded"], counted["failed"], totals[0]
@@ -410,7 +410,7 @@ class BatchPass:
         }
 
 
-def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+def add_usage(a: TokenUsage, b: TokenUsage) -> TokenUsage:
     return TokenUsage(
         promptTokens=a.promptTokens + b.promptTokens,
         completionTokens=a.completionTokens + b.completionTokens,
