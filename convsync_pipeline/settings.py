@@ -20,6 +20,11 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # What one ingest may use for an upload's messages (grouping, parse blocks, one JSON
 # document): with Python, pyarrow and Dagster around it, a run fits a 2 GB pod.
 DEFAULT_INGEST_MEMORY_MB = 1024
+OPENAI_MODES = ("live", "batch", "auto")
+# `auto` sends a date through the Batch API above this many due conversations: below it a
+# live pass at the default concurrency takes minutes, not worth waiting up to 24 hours.
+DEFAULT_BATCH_THRESHOLD = 2_000
+DEFAULT_BATCH_POLL_SECONDS = 300
 
 
 class SettingsError(ValueError):
@@ -54,6 +59,9 @@ class Settings(BaseModel):
     # The daily schedule's run also re-analyses the previous day's answers of another
     # analysis version (off: a prompt or model change never costs money by surprise).
     reanalyse_on_version_change: bool = False
+    openai_mode: str = "live"
+    batch_threshold: int = DEFAULT_BATCH_THRESHOLD
+    batch_poll_seconds: int = DEFAULT_BATCH_POLL_SECONDS
 
     @property
     def tz(self) -> ZoneInfo:
@@ -160,6 +168,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     batch_size = _int(env, "CONVSYNC_BATCH_SIZE", None, 1, 10_000_000)
+    openai_mode = (_text(env, "CONVSYNC_OPENAI_MODE") or "live").lower()
+    if openai_mode not in OPENAI_MODES:
+        raise SettingsError(
+            f"CONVSYNC_OPENAI_MODE must be 'live', 'batch' or 'auto', got {openai_mode!r}"
+        )
     return Settings(
         store=store,
         s3_endpoint_url=_text(env, "CONVSYNC_S3_ENDPOINT_URL"),
@@ -188,6 +201,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
         spill_dir=_spill_dir(env),
         reanalyse_on_version_change=_bool(env, "CONVSYNC_REANALYSE_ON_VERSION_CHANGE", False),
+        openai_mode=openai_mode,
+        batch_threshold=_int(
+            env, "CONVSYNC_BATCH_THRESHOLD", DEFAULT_BATCH_THRESHOLD, 0, 100_000_000
+        ),
+        batch_poll_seconds=_int(
+            env, "CONVSYNC_BATCH_POLL_SECONDS", DEFAULT_BATCH_POLL_SECONDS, 10, 86_400
+        ),
     )
 
 

@@ -140,12 +140,13 @@ _SETUP_CODES = {
 _KEY_LIKE = re.compile(r"(?i)\b(?:sk|rk|pk|sess|key)[-_][\w\-*.]{4,}|\S*\*{3,}\S*|\bBearer\s+\S+")
 
 
-BATCH_PRICE_FACTOR = 0.5  # OpenAI's Batch API bills half the live price
+# OpenAI's Batch API bills input and output at half the list price.
+BATCH_PRICE_FACTOR = 0.5
 
 
 def estimate_cost_usd(model: str, usage: TokenUsage, *, batch: bool = False) -> float | None:
-    """Estimated USD cost of `usage` on `model` (cached input at its lower price; `batch`: at
-    Batch API prices); None if the model is not in the built-in table (compatible servers,
+    """Estimated USD cost of `usage` on `model` (cached input at its lower price; at batch
+    prices with `batch`); None if the model is not in the built-in table (compatible servers,
     new models)."""
     name = model.strip().lower().removeprefix("openai/")
     prices = PRICES_PER_MILLION.get(name) or PRICES_PER_MILLION.get(_SNAPSHOT_SUFFIX.sub("", name))
@@ -640,6 +641,7 @@ def _validation_message(error: ValidationError) -> str:
 
 
 __all__ = [
+    "BATCH_PRICE_FACTOR",
     "DATA_END",
     "DATA_START",
     "PRICES_PER_MILLION",

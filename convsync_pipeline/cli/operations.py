@@ -392,7 +392,11 @@ def _reanalyse(args: argparse.Namespace) -> int:
     from convsync_pipeline.cli import CommandError
     from convsync_pipeline.operations.reanalyse import plan_reanalysis, reanalyse_dates
     from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError
-    from convsync_pipeline.resources.analyzer import make_analyzer, settings_analysis_version
+    from convsync_pipeline.resources.analyzer import (
+        AnalyzerResource,
+        make_analyzer,
+        settings_analysis_version,
+    )
 
     start, end = check_range(args.start, args.end)
     settings = load_settings()
@@ -446,6 +450,9 @@ def _reanalyse(args: argparse.Namespace) -> int:
             owner=owner_id("reanalyse"),
             if_version_not=args.if_version_not,
             on_date=show,
+            # CONVSYNC_OPENAI_MODE decides, as for ai_analysis: live, or a batch whose
+            # answers the next run (or the batch sensor) folds in.
+            make_batch_client=AnalyzerResource.from_settings(settings).batch_client_factory(),
         )
     except AnalysisSystemError as error:
         raise CommandError(f"{error} (nothing was charged an attempt)") from None

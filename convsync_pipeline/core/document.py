@@ -37,10 +37,15 @@ class Message(_Model):
 
 # Fields a conversation carries only while they mean something (a re-analysis, SPEC 7): absent
 # otherwise, so a document whose conversations were never re-analysed is byte for byte what it
-# was. Kept as pydantic extras; `core.status.transition` drops one set to None.
+# was. Kept as pydantic extras; `core.status.transition` drops a cleared one
+# (DROPPED_WHEN_CLEARED).
 PREVIOUS_ANALYSIS = "previousAnalysis"  # the standing answer while a re-analysis is due
 REANALYSIS = "reanalysis"  # the re-analysis asked for: versions, when, and how it ended
-OPTIONAL_FIELDS = (PREVIOUS_ANALYSIS, REANALYSIS)
+BATCH_ID = "batchId"  # the batch token a `processing` conversation waits on (batch mode)
+OPTIONAL_FIELDS = (PREVIOUS_ANALYSIS, REANALYSIS, BATCH_ID)
+# Dropped, not written as null, once cleared (`batchId` stays as null once a conversation
+# has been in a batch: batch mode's choice).
+DROPPED_WHEN_CLEARED = (PREVIOUS_ANALYSIS, REANALYSIS)
 
 
 class Conversation(_Model):

@@ -38,6 +38,9 @@ CHANGE_FIELDS: dict[str, str] = {
     "analysis": "analysis",
     "previousAnalysis": "previousAnalysis",
     "reanalysis": "reanalysis",
+    # The batch (our token, `core.batch_ledger`) a conversation is `processing` under; kept
+    # as an extra field of the conversation, present only on those ever sent in a batch.
+    "batchId": "batchId",
 }
 
 # When to checkpoint (see `checkpoint_due`). A reader pays for the unfolded log in bytes and
@@ -91,6 +94,7 @@ class _ChangeModel(BaseModel):
     analysis: dict[str, Any] | None = None
     previousAnalysis: dict[str, Any] | None = None
     reanalysis: dict[str, Any] | None = None
+    batchId: str | None = None
 
     @model_validator(mode="after")
     def _retry_count_is_a_number(self) -> _ChangeModel:

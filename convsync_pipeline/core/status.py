@@ -17,7 +17,8 @@ from typing import Any
 from convsync_pipeline.core.analysis import version_of
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import (
-    OPTIONAL_FIELDS,
+    BATCH_ID,
+    DROPPED_WHEN_CLEARED,
     PREVIOUS_ANALYSIS,
     REANALYSIS,
     Conversation,
@@ -27,6 +28,7 @@ from convsync_pipeline.core.document import (
 INTERRUPTED_ERROR = "interrupted: the run analysing it stopped before saving a result"
 REANALYSIS_DUE = "due"
 REANALYSIS_FAILED = "failed"
+BATCH_FIELD = BATCH_ID  # extra field: the batch token a `processing` conversation waits on
 
 _ALLOWED: dict[Status, set[Status]] = {
     "pending": {"processing"},
@@ -51,7 +53,7 @@ def transition(conversation: Conversation, to: Status, **changes: Any) -> Conver
     updated = conversation.model_copy(update={"processing_status": to, **changes})
     extra = updated.__pydantic_extra__
     if extra:
-        for name in OPTIONAL_FIELDS:
+        for name in DROPPED_WHEN_CLEARED:
             if name in extra and extra[name] is None:
                 del extra[name]  # a copy's own dict (model_copy copies the extras)
     return updated
@@ -142,6 +144,8 @@ def mark_for_reanalysis(conversation: Conversation, target: str) -> Conversation
 
 def begin_attempt(conversation: Conversation) -> Conversation:
     """Written (and saved) before the analyser is called, so a crash is visible later."""
+    if conversation.value_of(BATCH_FIELD) is not None:
+        return transition(conversation, "processing", **{BATCH_FIELD: None})
     return transition(conversation, "processing")
 
 
@@ -190,6 +194,27 @@ def release_unattempted(conversation: Conversation) -> Conversation:
 def recover_interrupted(conversation: Conversation, max_attempts: int) -> Conversation:
     """Found `processing` by a lock holder: its run died mid-analysis; that was one attempt."""
     return record_failure(conversation, INTERRUPTED_ERROR, max_attempts)
+
+
+def batch_of(conversation: Conversation) -> str | None:
+    """The batch token this conversation is `processing` under, if it waits on a batch."""
+    if conversation.processing_status != "processing":
+        return None
+    token = conversation.value_of(BATCH_FIELD)
+    return token if isinstance(token, str) and token else None
+
+
+def begin_batch_attempt(conversation: Conversation, token: str) -> Conversation:
+    """Marked (and saved) before the batch holding it is created: a live batch's conversations
+    are never charged as interrupted, nor sent live, nor put in a second batch."""
+    return transition(conversation, "processing", **{BATCH_FIELD: token})
+
+
+def leave_batch(conversation: Conversation) -> Conversation:
+    """`conversation` (already moved out of `processing`) no longer waits on its batch."""
+    if conversation.value_of(BATCH_FIELD) is None:
+        return conversation
+    return conversation.model_copy(update={BATCH_FIELD: None})
 
 
 def requeue(conversation: Conversation) -> Conversation:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from convsync_pipeline.analyzers.openai_batch import BatchClient
 from convsync_pipeline.core import status
 from convsync_pipeline.core.analysis import Analyzer, TokenUsage
 from convsync_pipeline.core.document import Conversation
@@ -135,19 +136,28 @@ def reanalyse_dates(
     owner: str,
     if_version_not: str | None = None,
     on_date: Callable[[AnalysisReport], None] | None = None,
+    make_batch_client: Callable[[], BatchClient] | None = None,
 ) -> list[AnalysisReport]:
     """Each date: a pass that marks and analyses, then (like the asset's retry policy) up to
     CONVSYNC_MAX_ATTEMPTS passes in all while conversations failed and have attempts left.
+    With `make_batch_client` (openai), CONVSYNC_OPENAI_MODE decides, as in `ai_analysis`,
+    whether they are sent live or submitted as a batch (whose answers later runs fold in).
     Raises DateLockedError, StoreError or AnalysisSystemError as `analyse_date` does."""
     request = Reanalyse(target=target, if_version_not=if_version_not)
     reports = []
     for date in dates:
-        report = analyse_date(store, locks, settings, make_analyzer, date, owner, request)
+        report = analyse_date(
+            store, locks, settings, make_analyzer, date, owner,
+            make_batch_client=make_batch_client, reanalyse=request,
+        )
         passes = 1
         marked = report.reanalysis_marked
         while report.needs_retry and passes < settings.max_attempts:
             time.sleep(settings.retry_delay_seconds)
-            retry = analyse_date(store, locks, settings, make_analyzer, date, owner, request)
+            retry = analyse_date(
+                store, locks, settings, make_analyzer, date, owner,
+                make_batch_client=make_batch_client, reanalyse=request,
+            )
             retry.reanalysis_marked += marked
             _add_counts(retry, report)
             report, passes = retry, passes + 1

@@ -272,3 +272,60 @@ def test_sigkill_during_reanalysis_costs_one_attempt_and_keeps_the_old_answer(
         assert version_of(after[cid].analysis) == new_version
         assert after[cid].retry_count == 1, "the kill cost one attempt of the new version"
     assert per_version(openai_server, NEW_MODEL) == dict.fromkeys(ids, 1)  # since the reset
+
+
+def test_reanalysis_through_the_batch_api(store_factory, openai_server):
+    """CONVSYNC_OPENAI_MODE=batch: the marked conversations go out in one batch, their old
+    answers standing meanwhile; each line runs once per version; one failing every time ends
+    `success` with its old answer."""
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
+
+    store = store_factory()
+    env = store_factory.env(store)
+    old = settings(env, openai_server, OLD_MODEL)
+    new = settings(env, openai_server, NEW_MODEL, CONVSYNC_OPENAI_MODE="batch")
+    ids = ["b1", "b2", "b-bad"]
+    seed(store, *ids)
+    analyse(store, old)
+    before = state(store)
+    api = openai_server.batch
+    openai_server.behaviour = by_conversation({"b-bad": "schema_violation"})
+
+    def batch_pass() -> Any:
+        (report,) = reanalyse_dates(
+            store,
+            locks_from_settings(store, new),
+            new,
+            lambda: make_analyzer(new),
+            [D],
+            openai_analysis_version(NEW_MODEL),
+            owner="t",
+            make_batch_client=lambda: BatchClient(base_url=new.openai_base_url),
+        )
+        return report
+
+    first = batch_pass()
+    assert first.mode == "batch" and first.reanalysis_marked == 3
+    submitted = state(store)
+    for cid in ids:
+        assert submitted[cid].processing_status == "processing"
+        assert submitted[cid].previous_analysis == before[cid].analysis
+    assert build_daily_summary(load_document(store, D).document).awaitingReanalysis == 3
+    for _ in range(MAX_ATTEMPTS):
+        api.run_to_end()
+        batch_pass()
+    after = state(store)
+    new_version = openai_analysis_version(NEW_MODEL)
+    for cid in ("b1", "b2"):
+        assert version_of(after[cid].analysis) == new_version
+        assert after[cid].previous_analysis is None
+    assert after["b-bad"].processing_status == "success"
+    assert after["b-bad"].analysis == before["b-bad"].analysis
+    assert status.reanalysis_failed(after["b-bad"])
+    runs = {
+        cid: n
+        for (cid, version), n in api.run_counts_by_version().items()
+        if version.startswith(f"{NEW_MODEL}:")
+    }
+    assert runs == {"b1": 1, "b2": 1, "b-bad": MAX_ATTEMPTS}
+    assert per_version(openai_server, NEW_MODEL) == {}, "nothing went out live"
