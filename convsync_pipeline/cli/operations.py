@@ -434,10 +434,16 @@ def _reanalyse(args: argparse.Namespace) -> int:
 
     def show(report: AnalysisReport) -> None:
         print(
-            f"{report.date}: {report.reanalysis_marked} marked, {report.succeeded} re-analysed, "
+            f"{report.date}: {report.reanalysis_marked} marked, {report.succeeded} analysed, "
             f"{report.failed_attempts} failed attempt(s), {report.reanalysis_failed} kept "
             f"their old answer after all attempts, {report.still_due} still due"
         )
+
+    locked: list[str] = []
+
+    def skip(error: Exception) -> None:
+        locked.append(str(error))
+        _warn(f"skipped, run it again later: {error}")
 
     try:
         reanalyse_dates(
@@ -453,10 +459,11 @@ def _reanalyse(args: argparse.Namespace) -> int:
             # CONVSYNC_OPENAI_MODE decides, as for ai_analysis: live, or a batch whose
             # answers the next run (or the batch sensor) folds in.
             make_batch_client=AnalyzerResource.from_settings(settings).batch_client_factory(),
+            on_locked=skip,
         )
     except AnalysisSystemError as error:
         raise CommandError(f"{error} (nothing was charged an attempt)") from None
-    return 1 if plan.problems else 0
+    return 1 if plan.problems or locked else 0
 
 
 @_user_errors

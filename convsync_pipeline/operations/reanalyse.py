@@ -22,7 +22,7 @@ from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.operations import DocumentProblem, Progress, load_many
 from convsync_pipeline.pipeline.analyse import AnalysisReport, Reanalyse, analyse_date
 from convsync_pipeline.settings import Settings
-from convsync_pipeline.store.base import DateLocks, Store
+from convsync_pipeline.store.base import DateLockedError, DateLocks, Store
 
 
 @dataclass
@@ -137,19 +137,27 @@ def reanalyse_dates(
     if_version_not: str | None = None,
     on_date: Callable[[AnalysisReport], None] | None = None,
     make_batch_client: Callable[[], BatchClient] | None = None,
+    on_locked: Callable[[DateLockedError], None] | None = None,
 ) -> list[AnalysisReport]:
     """Each date: a pass that marks and analyses, then (like the asset's retry policy) up to
     CONVSYNC_MAX_ATTEMPTS passes in all while conversations failed and have attempts left.
     With `make_batch_client` (openai), CONVSYNC_OPENAI_MODE decides, as in `ai_analysis`,
     whether they are sent live or submitted as a batch (whose answers later runs fold in).
+    With `on_locked`, a date another run holds is reported to it and skipped.
     Raises DateLockedError, StoreError or AnalysisSystemError as `analyse_date` does."""
     request = Reanalyse(target=target, if_version_not=if_version_not)
     reports = []
     for date in dates:
-        report = analyse_date(
-            store, locks, settings, make_analyzer, date, owner,
-            make_batch_client=make_batch_client, reanalyse=request,
-        )
+        try:
+            report = analyse_date(
+                store, locks, settings, make_analyzer, date, owner,
+                make_batch_client=make_batch_client, reanalyse=request,
+            )
+        except DateLockedError as error:
+            if on_locked is None:
+                raise
+            on_locked(error)  # another run holds it: the other dates go on
+            continue
         passes = 1
         marked = report.reanalysis_marked
         while report.needs_retry and passes < settings.max_attempts:
