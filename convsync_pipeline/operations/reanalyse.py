@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from convsync_pipeline.analyzers.openai_batch import BatchClient
 from convsync_pipeline.core import status
 from convsync_pipeline.core.analysis import Analyzer, TokenUsage
 from convsync_pipeline.core.document import Conversation
@@ -23,6 +23,9 @@ from convsync_pipeline.operations import DocumentProblem, Progress, load_many
 from convsync_pipeline.pipeline.analyse import AnalysisReport, Reanalyse, analyse_date
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, DateLocks, Store
+
+if TYPE_CHECKING:  # the openai SDK stays out of local runs
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
 
 
 @dataclass
