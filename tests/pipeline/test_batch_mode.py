@@ -399,3 +399,32 @@ def test_choose_mode() -> None:
     assert choose_mode(settings("auto"), "openai", 10, D) == "live"
     assert choose_mode(settings("auto"), "openai", 11, D) == "batch"
     assert choose_mode(settings("auto"), "openai", 11, today) == "live", "today stays live"
+
+
+def test_a_rejected_key_costs_nothing_and_never_shows(tmp_path, openai_server):
+    from convsync_pipeline.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    seed(store, ["r1", "r2"])
+    openai_server.expected_api_key = "sk-the-right-one-000000"
+    with pytest.raises(AnalysisSystemError) as raised:
+        run_pass(store, batch_settings(openai_server.base_url))
+    message = str(raised.value)
+    assert "OPENAI_API_KEY" in message and "401" in message
+    assert API_KEY not in message and API_KEY[-4:] not in message
+    now = state(store)
+    assert {(c["processingStatus"], c["retryCount"]) for c in now.values()} == {("pending", 0)}
+    (record,) = ledger(store)["batches"]
+    assert record["state"] == "abandoned" and API_KEY not in json.dumps(record)
+    assert openai_server.batch.creates == 0
+
+
+def test_the_batch_size_bounds_a_batch_run_too(tmp_path, openai_server):
+    from convsync_pipeline.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    seed(store, [f"z{n}" for n in range(5)])
+    report = run_pass(store, batch_settings(openai_server.base_url, CONVSYNC_BATCH_SIZE="2"))
+    assert report.selected == 2 and report.deferred == 3
+    assert sum(c["processingStatus"] == "processing" for c in state(store).values()) == 2
+    assert report.needs_retry is False
