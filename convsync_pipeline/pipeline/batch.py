@@ -205,7 +205,9 @@ class BatchPass:
 
     def _fold(self, token: str, info: BatchInfo) -> str | None:
         """Fold one ended batch: the system message if it failed as a whole, else None."""
-        failure = info.system_failure(self.model)
+        record = self.ledger.ledger.find(token)
+        model = record.model if record is not None and record.model else self.model
+        failure = info.system_failure(model)
         if failure is not None:
             released = self._release(token, failure)
             self.ledger.update(
@@ -223,8 +225,8 @@ class BatchPass:
         results = parse_results(
             self.client.content(info.output_file_id), self.client.content(info.error_file_id)
         )
-        succeeded, failed, usage = self._settle(token, info, results)
-        cost = estimate_cost_usd(self.model, usage, batch=True)
+        succeeded, failed, usage = self._settle(token, info, results, model)
+        cost = estimate_cost_usd(model, usage, batch=True)
         self.ledger.update(
             token,
             state="collected",
@@ -241,7 +243,7 @@ class BatchPass:
         return None
 
     def _settle(
-        self, token: str, info: BatchInfo | None, results: dict[str, Any]
+        self, token: str, info: BatchInfo | None, results: dict[str, Any], model: str = ""
     ) -> tuple[int, int, TokenUsage]:
         """One entry: every conversation still waiting on `token` gets its answer or is
         charged one attempt; returns (succeeded, failed attempts, tokens used)."""
@@ -266,7 +268,7 @@ class BatchPass:
                 message: str
                 if result is not None and result.body is not None:
                     try:
-                        analysis = analysis_from_body(result.body, self.model)
+                        analysis = analysis_from_body(result.body, model or self.model)
                     except ConversationAnalysisError as error:
                         message = str(error)
                     else:

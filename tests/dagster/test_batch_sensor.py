@@ -67,6 +67,7 @@ def test_a_run_submits_the_sensor_requests_the_run_that_folds(
     metadata = second.asset_materializations_for_node("ai_analysis")[0].metadata
     assert metadata["succeeded"].value == 4 and metadata["batches_collected"].value == 1
     assert metadata["estimated_cost_usd"].value > 0
+    assert metadata["estimated_batch_cost_usd"].value == metadata["estimated_cost_usd"].value
     doc = json.loads(store.read(f"conversations/{D}.json") or b"{}")
     assert {c["processingStatus"] for c in doc["conversations"]} == {"success"}
     summary = json.loads(store.read(f"summaries/{D}.json") or b"{}")
