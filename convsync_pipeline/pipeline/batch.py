@@ -127,15 +127,16 @@ class BatchPass:
         model: str,
         max_attempts: int,
         redact: bool = True,
-        max_requests: int = MAX_REQUESTS_PER_FILE,
-        max_bytes: int = MAX_BYTES_PER_FILE,
+        max_requests: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.store, self.writer, self.lease, self.client = store, writer, lease, client
         self.date = writer.date
         self.model = model
         self.max_attempts = max_attempts
         self.redact = redact
-        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.max_requests = max_requests or MAX_REQUESTS_PER_FILE
+        self.max_bytes = max_bytes or MAX_BYTES_PER_FILE
         self.ledger = LedgerFile(store, self.date, lease)
         self.outcome = BatchOutcome()
 

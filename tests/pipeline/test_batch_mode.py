@@ -428,3 +428,29 @@ def test_the_batch_size_bounds_a_batch_run_too(tmp_path, openai_server):
     assert report.selected == 2 and report.deferred == 3
     assert sum(c["processingStatus"] == "processing" for c in state(store).values()) == 2
     assert report.needs_retry is False
+
+
+def test_a_date_beyond_the_file_limit_goes_out_in_several_batches(
+    tmp_path, openai_server, monkeypatch: pytest.MonkeyPatch
+):
+    from convsync_pipeline.pipeline import batch
+    from convsync_pipeline.store.local import LocalStore
+
+    monkeypatch.setattr(batch, "MAX_REQUESTS_PER_FILE", 2)  # OpenAI's is 50,000
+    store = LocalStore(tmp_path / "store")
+    ids = [f"m{n}" for n in range(5)]
+    seed(store, ids)
+    settings = batch_settings(openai_server.base_url)
+    report = run_pass(store, settings)
+    api = openai_server.batch
+    assert report.batch is not None and len(report.batch.submitted) == 3
+    assert sorted(len(lines) for lines in api.lines.values()) == [1, 2, 2]
+    assert len({c["batchId"] for c in state(store).values()}) == 3
+    api.expire(next(iter(api.batches)), answered=2)  # one ends early, two run to the end
+    api.shuffle = True
+    api.run_to_end()
+    collected = run_pass(store, settings)
+    assert collected.succeeded == 5 and collected.batch is not None
+    assert len(collected.batch.collected) == 3
+    assert {c["processingStatus"] for c in state(store).values()} == {"success"}
+    assert api.submitted_counts() == dict.fromkeys(ids, 1)
