@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from pydantic import ValidationError
 
 from convsync_pipeline.analyzers.openai import (
     build_messages,
@@ -52,7 +53,7 @@ from convsync_pipeline.core.batch_ledger import (
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change
-from convsync_pipeline.pipeline.documents import DateWriter, Draft
+from convsync_pipeline.pipeline.documents import CorruptDocumentError, DateWriter, Draft
 from convsync_pipeline.store.base import ConflictError, Lease, Store, StoreError
 
 log = logging.getLogger("convsync")
@@ -89,7 +90,7 @@ class LedgerFile:
         found = store.read_versioned(self.key)
         self.token: str | None = found.token if found is not None else None
         self.ledger = (
-            BatchLedger.from_json_bytes(found.data) if found is not None else BatchLedger(date=date)
+            parse_ledger(self.key, found.data) if found is not None else BatchLedger(date=date)
         )
 
     def save(self, ledger: BatchLedger) -> None:
@@ -108,9 +109,22 @@ class LedgerFile:
         self.save(self.ledger.updated(token, **changes))
 
 
+def parse_ledger(key: str, data: bytes) -> BatchLedger:
+    """The ledger stored at `key`; a clear error naming it when it is not one (left as is)."""
+    try:
+        return BatchLedger.from_json_bytes(data)
+    except ValidationError as error:
+        first = error.errors()[0] if error.errors() else {"msg": "not JSON", "loc": ()}
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise CorruptDocumentError(
+            f"{key} is not a valid batch ledger: {first['msg']} at {where}"
+        ) from None
+
+
 def read_ledger(store: Store, date: str) -> BatchLedger | None:
-    data = store.read(ledger_key(date))
-    return BatchLedger.from_json_bytes(data) if data is not None else None
+    key = ledger_key(date)
+    data = store.read(key)
+    return parse_ledger(key, data) if data is not None else None
 
 
 # ------------------------------------------------------------------------------ the pass
