@@ -30,7 +30,7 @@ from convsync_pipeline.core.analysis import SystemAnalysisError
 from convsync_pipeline.core.batch import ENDED_STATES
 from convsync_pipeline.core.batch_ledger import LEDGER_PREFIX, BatchLedger
 from convsync_pipeline.jobs import convsync_analyse_job
-from convsync_pipeline.pipeline.batch import parse_ledger
+from convsync_pipeline.pipeline.ledger import parse_ledger
 from convsync_pipeline.resources.analyzer import AnalyzerResource
 from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings

@@ -13,7 +13,7 @@ import argparse
 from convsync_pipeline.cli.operations import _text_table, _user_errors, existing_store
 from convsync_pipeline.core.batch_ledger import LEDGER_PREFIX, BatchLedger
 from convsync_pipeline.operations import OperationError, parse_date
-from convsync_pipeline.pipeline.batch import parse_ledger
+from convsync_pipeline.pipeline.ledger import parse_ledger
 from convsync_pipeline.settings import load_settings
 from convsync_pipeline.store.base import Store, StoreError
 
