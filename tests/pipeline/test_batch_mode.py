@@ -454,3 +454,30 @@ def test_a_date_beyond_the_file_limit_goes_out_in_several_batches(
     assert len(collected.batch.collected) == 3
     assert {c["processingStatus"] for c in state(store).values()} == {"success"}
     assert api.submitted_counts() == dict.fromkeys(ids, 1)
+
+
+def test_find_pages_through_the_account_s_batches(openai_server, monkeypatch: pytest.MonkeyPatch):
+    """`batches.list` has no metadata filter: `find` pages with `after` until the token."""
+    from convsync_pipeline.analyzers import openai_batch
+
+    api = openai_server.batch
+    content_type, body = _multipart_upload()
+    file_id = json.loads(api.upload(content_type, body)[2])["id"]
+    api.create({"input_file_id": file_id, "metadata": {"convsync_token": "ours"}})
+    for n in range(5):  # newer batches, listed first
+        api.create({"input_file_id": file_id, "metadata": {"other": str(n)}})
+    monkeypatch.setattr(openai_batch, "LIST_PAGE", 2)
+    listed: list[str] = []
+    original = api.list
+
+    def spy(query: dict[str, str]) -> Any:
+        listed.append(query.get("after", "-"))
+        return original(query)
+
+    api.list = spy  # type: ignore[method-assign]
+    client = BatchClient(base_url=openai_server.base_url)
+    found = client.find("ours")
+    assert found is not None and found.metadata["convsync_token"] == "ours"
+    assert len(listed) == 3 and listed[0] == "-" and all(a.startswith("batch_") for a in listed[1:])
+    assert client.find("nobody") is None
+    client.close()
