@@ -434,15 +434,20 @@ def measure_batch(server: ServerProcess, *, conversations: int, s3: S3Server | N
                 make_batch_client=lambda: BatchClient(base_url=server.base_url),
             )
 
+        load_before = os.getloadavg()[0]
+        server_cpu = server.cpu_seconds()
         cpu_started, started = time.process_time(), time.perf_counter()
         submitted = one_pass("bench-submit")
         submit_seconds = time.perf_counter() - started
         submit_cpu = time.process_time() - cpu_started
+        submit_server_cpu = server.cpu_seconds() - server_cpu
         server._ask("batch_end")
+        server_cpu = server.cpu_seconds()
         cpu_started, started = time.process_time(), time.perf_counter()
         collected = one_pass("bench-collect")
         collect_seconds = time.perf_counter() - started
         collect_cpu = time.process_time() - cpu_started
+        collect_server_cpu = server.cpu_seconds() - server_cpu
         counter.counting = False
     stats = json.loads(server._ask("batch_stats"))
     outcome = collected.batch
@@ -463,6 +468,10 @@ def measure_batch(server: ServerProcess, *, conversations: int, s3: S3Server | N
         "collect_seconds_per_10k": f"{collect_seconds * per_10k:.2f}",
         "submit_cpu_seconds_per_10k": f"{submit_cpu * per_10k:.2f}",
         "collect_cpu_seconds_per_10k": f"{collect_cpu * per_10k:.2f}",
+        # The fake server's CPU while the client waited on it (parsing the upload, serving
+        # files): the provider's side of the transfer, included in the seconds above.
+        "submit_server_cpu_seconds_per_10k": f"{submit_server_cpu * per_10k:.2f}",
+        "collect_server_cpu_seconds_per_10k": f"{collect_server_cpu * per_10k:.2f}",
         "succeeded": collected.succeeded,
         "failed_attempts": collected.failed_attempts,
         "submitted_twice": sum(1 for n in stats["submitted"].values() if n > 1),
@@ -474,6 +483,8 @@ def measure_batch(server: ServerProcess, *, conversations: int, s3: S3Server | N
         "cost_live_usd": f"{live:.6f}" if live is not None else "-",
         "cost_batch_usd": f"{batch:.6f}" if batch is not None else "-",
         "cost_ratio_vs_live": f"{batch / live:.2f}" if live and batch is not None else "-",
+        "load_1m_before": f"{load_before:.2f}",
+        "load_1m_after": f"{os.getloadavg()[0]:.2f}",
     }
     for key, value in lines.items():
         print(f"{key}: {value}")

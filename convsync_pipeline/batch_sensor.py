@@ -9,11 +9,14 @@ only duplicate it (and could drift from it). Each ended batch gets one run of
 `convsync_analyse` for its date with run key `batch:<id>:<status>`: Dagster never launches
 the same run key twice for a sensor, so a batch is requested once however many ticks see it
 ended before the run folds it. A `submitting` record (a run died before recording its batch)
-gets a run too, which finds the batch by its token. The run does the folding: the sensor
+gets a run too once it is 15 minutes old (younger, a run is most likely submitting it right
+now), which finds the batch by its token. The run does the folding: the sensor
 never writes to the store.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from dagster import (
     DefaultSensorStatus,
@@ -27,10 +30,14 @@ from convsync_pipeline.core.analysis import SystemAnalysisError
 from convsync_pipeline.core.batch import ENDED_STATES
 from convsync_pipeline.core.batch_ledger import LEDGER_PREFIX, BatchLedger
 from convsync_pipeline.jobs import convsync_analyse_job
+from convsync_pipeline.pipeline.ledger import parse_ledger
 from convsync_pipeline.resources.analyzer import AnalyzerResource
 from convsync_pipeline.resources.blob_store import BlobStoreResource
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import Store
+
+# A `submitting` record this old belongs to a run that died before recording its batch.
+UNRECORDED_AFTER = dt.timedelta(minutes=15)
 
 
 def open_ledgers(store: Store) -> list[BatchLedger]:
@@ -42,10 +49,20 @@ def open_ledgers(store: Store) -> list[BatchLedger]:
         data = store.read(info.key)
         if data is None:
             continue
-        ledger = BatchLedger.from_json_bytes(data)
+        ledger = parse_ledger(info.key, data)
         if ledger.open_records():
             ledgers.append(ledger)
     return ledgers
+
+
+def _stale(created_at: str) -> bool:
+    """Older than UNRECORDED_AFTER: no live run takes that long between its ledger's first
+    write and recording the batch id."""
+    try:
+        created = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return dt.datetime.now(dt.UTC) - created > UNRECORDED_AFTER
 
 
 def build_batch_sensor(settings: Settings):
@@ -78,7 +95,9 @@ def build_batch_sensor(settings: Settings):
         try:
             for ledger in ledgers:
                 for record in ledger.open_records():
-                    if record.batch_id is None:  # a run died before recording it
+                    if record.batch_id is None:  # a run died before recording it?
+                        if not _stale(record.created_at):
+                            continue  # more likely a run submitting it right now
                         key = f"batch:{record.token}:unrecorded"
                     else:
                         info = client.retrieve(record.batch_id)

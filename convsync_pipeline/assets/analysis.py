@@ -228,14 +228,19 @@ def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -
 def _metadata(report, settings: Settings) -> dict:
     usage = report.usage
     cost = None
+    metadata_batch_cost = None
     batch = report.batch
     if report.analyzer == "openai" or batch is not None:
         from convsync_pipeline.analyzers.openai import estimate_cost_usd
 
         cost = estimate_cost_usd(report.model or settings.openai_model, usage)
         if batch is not None and batch.collected:
-            batch_cost = estimate_cost_usd(settings.openai_model, batch.usage, batch=True)
+            # Each batch priced with its own model, at batch prices (the ledger's figures).
+            costs = [row["estimatedCostUsd"] for row in batch.collected]
+            batch_cost = None if None in costs else sum(costs)
             cost = None if cost is None or batch_cost is None else cost + batch_cost
+            if batch_cost is not None:
+                metadata_batch_cost = round(batch_cost, 6)
         usage = _sum_usage(usage, batch.usage) if batch is not None else usage
     metadata = {
         "analyzer": report.analyzer or "none needed",
@@ -269,6 +274,8 @@ def _metadata(report, settings: Settings) -> dict:
         metadata["batches_collected"] = len(batch.collected)
         metadata["batches_open"] = len(batch.open)
         metadata["batch_released_unattempted"] = batch.released
+        if metadata_batch_cost is not None:
+            metadata["estimated_batch_cost_usd"] = metadata_batch_cost
         rows = [
             [
                 row["batch"],

@@ -13,8 +13,9 @@ import argparse
 from convsync_pipeline.cli.operations import _text_table, _user_errors, existing_store
 from convsync_pipeline.core.batch_ledger import LEDGER_PREFIX, BatchLedger
 from convsync_pipeline.operations import OperationError, parse_date
+from convsync_pipeline.pipeline.ledger import parse_ledger
 from convsync_pipeline.settings import load_settings
-from convsync_pipeline.store.base import Store
+from convsync_pipeline.store.base import Store, StoreError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,7 +44,10 @@ def ledgers(store: Store, date: str | None) -> list[BatchLedger]:
     for key in keys:
         data = store.read(key)
         if data is not None:
-            found.append(BatchLedger.from_json_bytes(data))
+            try:
+                found.append(parse_ledger(key, data))
+            except StoreError as error:
+                raise OperationError(str(error)) from None
     return found
 
 

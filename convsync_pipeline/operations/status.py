@@ -243,12 +243,12 @@ def _processing_note(
 
 def batch_note(store: Store, date: str) -> str | None:
     """The date's OpenAI batches in one line: states, tokens, cost at batch prices."""
-    from convsync_pipeline.analyzers.openai import BATCH_PRICE_FACTOR
-    from convsync_pipeline.pipeline.batch import read_ledger
+    from convsync_pipeline.pipeline.ledger import read_ledger
 
     ledger = read_ledger(store, date)
     if ledger is None or not ledger.batches:
         return None
+    from convsync_pipeline.analyzers.openai import BATCH_PRICE_FACTOR
     states: dict[str, int] = {}
     prompt = completion = 0
     cost = 0.0

@@ -29,8 +29,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from convsync_pipeline.analyzers.openai_batch import BatchClient
 from convsync_pipeline.core import status
 from convsync_pipeline.core.analysis import (
     Analysis,
@@ -42,7 +42,6 @@ from convsync_pipeline.core.analysis import (
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.priority import urgency
-from convsync_pipeline.pipeline.batch import BatchOutcome, BatchPass, BatchSystemError
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
@@ -52,6 +51,10 @@ from convsync_pipeline.pipeline.documents import (
 )
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLocks, Lease, LeaseLostError, Store
+
+if TYPE_CHECKING:  # the batch path imports the openai SDK: only when it runs
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
+    from convsync_pipeline.pipeline.batch import BatchOutcome
 
 log = logging.getLogger("convsync")
 
@@ -311,6 +314,8 @@ def _with_batches(
     make_analyzer: Callable[[], Analyzer],
     make_batch_client: Callable[[], BatchClient],
 ) -> None:
+    from convsync_pipeline.pipeline.batch import BatchPass, BatchSystemError
+
     client = make_batch_client()
     batches = BatchPass(
         store, run.writer, lease, client,

@@ -43,17 +43,13 @@ from convsync_pipeline.core.batch import (
     request_line,
     split_files,
 )
-from convsync_pipeline.core.batch_ledger import (
-    BatchLedger,
-    BatchRecord,
-    ledger_key,
-    new_token,
-)
+from convsync_pipeline.core.batch_ledger import BatchRecord, new_token
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change
 from convsync_pipeline.pipeline.documents import DateWriter, Draft
-from convsync_pipeline.store.base import ConflictError, Lease, Store, StoreError
+from convsync_pipeline.pipeline.ledger import LedgerFile, parse_ledger, read_ledger
+from convsync_pipeline.store.base import Lease, Store
 
 log = logging.getLogger("convsync")
 
@@ -79,40 +75,6 @@ class BatchOutcome:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------ the ledger
-class LedgerFile:
-    """`batches/D.json`, read once and then compare-and-swapped by the lock holder."""
-
-    def __init__(self, store: Store, date: str, lease: Lease | None = None) -> None:
-        self.store, self.date, self.lease = store, date, lease
-        self.key = ledger_key(date)
-        found = store.read_versioned(self.key)
-        self.token: str | None = found.token if found is not None else None
-        self.ledger = (
-            BatchLedger.from_json_bytes(found.data) if found is not None else BatchLedger(date=date)
-        )
-
-    def save(self, ledger: BatchLedger) -> None:
-        if self.lease is not None:
-            self.lease.ensure_held()
-        try:
-            self.token = self.store.compare_and_swap(self.key, ledger.to_json_bytes(), self.token)
-        except ConflictError:
-            raise StoreError(
-                f"{self.key} was changed by another writer while this run held the lock of "
-                f"{self.date}: stopping"
-            ) from None
-        self.ledger = ledger
-
-    def update(self, token: str, **changes: Any) -> None:
-        self.save(self.ledger.updated(token, **changes))
-
-
-def read_ledger(store: Store, date: str) -> BatchLedger | None:
-    data = store.read(ledger_key(date))
-    return BatchLedger.from_json_bytes(data) if data is not None else None
-
-
 # ------------------------------------------------------------------------------ the pass
 class BatchPass:
     """Collect and submit for one date, through `writer` (the pass's date writer)."""
@@ -127,15 +89,16 @@ class BatchPass:
         model: str,
         max_attempts: int,
         redact: bool = True,
-        max_requests: int = MAX_REQUESTS_PER_FILE,
-        max_bytes: int = MAX_BYTES_PER_FILE,
+        max_requests: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.store, self.writer, self.lease, self.client = store, writer, lease, client
         self.date = writer.date
         self.model = model
         self.max_attempts = max_attempts
         self.redact = redact
-        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.max_requests = max_requests or MAX_REQUESTS_PER_FILE
+        self.max_bytes = max_bytes or MAX_BYTES_PER_FILE
         self.ledger = LedgerFile(store, self.date, lease)
         self.outcome = BatchOutcome()
 
@@ -205,7 +168,9 @@ class BatchPass:
 
     def _fold(self, token: str, info: BatchInfo) -> str | None:
         """Fold one ended batch: the system message if it failed as a whole, else None."""
-        failure = info.system_failure(self.model)
+        record = self.ledger.ledger.find(token)
+        model = record.model if record is not None and record.model else self.model
+        failure = info.system_failure(model)
         if failure is not None:
             released = self._release(token, failure)
             self.ledger.update(
@@ -223,8 +188,8 @@ class BatchPass:
         results = parse_results(
             self.client.content(info.output_file_id), self.client.content(info.error_file_id)
         )
-        succeeded, failed, usage = self._settle(token, info, results)
-        cost = estimate_cost_usd(self.model, usage, batch=True)
+        succeeded, failed, usage = self._settle(token, info, results, model)
+        cost = estimate_cost_usd(model, usage, batch=True)
         self.ledger.update(
             token,
             state="collected",
@@ -241,7 +206,7 @@ class BatchPass:
         return None
 
     def _settle(
-        self, token: str, info: BatchInfo | None, results: dict[str, Any]
+        self, token: str, info: BatchInfo | None, results: dict[str, Any], model: str = ""
     ) -> tuple[int, int, TokenUsage]:
         """One entry: every conversation still waiting on `token` gets its answer or is
         charged one attempt; returns (succeeded, failed attempts, tokens used)."""
@@ -266,7 +231,7 @@ class BatchPass:
                 message: str
                 if result is not None and result.body is not None:
                     try:
-                        analysis = analysis_from_body(result.body, self.model)
+                        analysis = analysis_from_body(result.body, model or self.model)
                     except ConversationAnalysisError as error:
                         message = str(error)
                     else:
@@ -417,3 +382,13 @@ def add_usage(a: TokenUsage, b: TokenUsage) -> TokenUsage:
         cachedTokens=a.cachedTokens + b.cachedTokens,
         totalTokens=a.totalTokens + b.totalTokens,
     )
+
+
+__all__ = [
+    "BatchOutcome",
+    "BatchPass",
+    "BatchSystemError",
+    "LedgerFile",
+    "parse_ledger",
+    "read_ledger",
+]

@@ -153,3 +153,30 @@ def test_batch_prices_are_half_the_live_ones() -> None:
         live * BATCH_PRICE_FACTOR
     )
     assert estimate_cost_usd("unknown-model", usage, batch=True) is None
+
+
+def test_a_corrupt_ledger_is_named_not_guessed(tmp_path) -> None:
+    from convsync_pipeline.pipeline.batch import read_ledger
+    from convsync_pipeline.pipeline.documents import CorruptDocumentError
+    from convsync_pipeline.store.local import LocalStore
+
+    store = LocalStore(tmp_path)
+    store.write(ledger_key(D), b'{"date": "2026-05-06", "batches": [{"state": "lost"}]}')
+    with pytest.raises(CorruptDocumentError, match=f"batches/{D}.json is not a valid batch"):
+        read_ledger(store, D)
+    assert store.read(ledger_key(D)) is not None, "left as is"
+
+
+def test_nothing_but_the_batch_and_openai_paths_import_the_sdk() -> None:
+    """The local set-up, `convsync status` and `convsync batches` stay free of the openai
+    SDK's import time: the batch pass imports it only when it runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, convsync_pipeline.definitions, convsync_pipeline.cli.batches, "
+        "convsync_pipeline.operations.status, convsync_pipeline.pipeline.analyse; "
+        "print('openai' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

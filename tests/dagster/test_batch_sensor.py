@@ -67,9 +67,37 @@ def test_a_run_submits_the_sensor_requests_the_run_that_folds(
     metadata = second.asset_materializations_for_node("ai_analysis")[0].metadata
     assert metadata["succeeded"].value == 4 and metadata["batches_collected"].value == 1
     assert metadata["estimated_cost_usd"].value > 0
+    assert metadata["estimated_batch_cost_usd"].value == metadata["estimated_cost_usd"].value
     doc = json.loads(store.read(f"conversations/{D}.json") or b"{}")
     assert {c["processingStatus"] for c in doc["conversations"]} == {"success"}
     summary = json.loads(store.read(f"summaries/{D}.json") or b"{}")
     assert summary["processedCount"] == 4
     assert isinstance(tick(), SkipReason), "nothing open any more"
     assert openai_server.total_requests == 0
+
+
+def test_a_batch_left_unrecorded_by_a_dead_run_gets_its_run_once_it_is_stale(
+    tmp_path, openai_server, monkeypatch: pytest.MonkeyPatch
+):
+    from convsync_pipeline.core.batch_ledger import BatchLedger, BatchRecord
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    store = LocalStore(tmp_path / "store")
+    settings = settings_for(
+        {
+            "CONVSYNC_STORE": str(tmp_path / "store"),
+            "CONVSYNC_ANALYZER": "openai",
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": openai_server.base_url,
+        }
+    )
+    fresh = BatchRecord(token="cs-fresh")
+    stale = BatchRecord(token="cs-stale", createdAt="2026-02-12T00:00:00.000Z")
+    ledger = BatchLedger(date=D, batches=[fresh, stale])
+    store.write(ledger_key(D), ledger.to_json_bytes())
+    sensor = build_definitions(settings).resolve_sensor_def("openai_batch_sensor")
+    with build_sensor_context(
+        resources=build_resources(settings), instance=DagsterInstance.ephemeral()
+    ) as context:
+        (request,) = sensor(context)
+    assert request.run_key == "batch:cs-stale:unrecorded" and request.partition_key == D

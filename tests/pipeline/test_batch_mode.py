@@ -399,3 +399,85 @@ def test_choose_mode() -> None:
     assert choose_mode(settings("auto"), "openai", 10, D) == "live"
     assert choose_mode(settings("auto"), "openai", 11, D) == "batch"
     assert choose_mode(settings("auto"), "openai", 11, today) == "live", "today stays live"
+
+
+def test_a_rejected_key_costs_nothing_and_never_shows(tmp_path, openai_server):
+    from convsync_pipeline.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    seed(store, ["r1", "r2"])
+    openai_server.expected_api_key = "sk-the-right-one-000000"
+    with pytest.raises(AnalysisSystemError) as raised:
+        run_pass(store, batch_settings(openai_server.base_url))
+    message = str(raised.value)
+    assert "OPENAI_API_KEY" in message and "401" in message
+    assert API_KEY not in message and API_KEY[-4:] not in message
+    now = state(store)
+    assert {(c["processingStatus"], c["retryCount"]) for c in now.values()} == {("pending", 0)}
+    (record,) = ledger(store)["batches"]
+    assert record["state"] == "abandoned" and API_KEY not in json.dumps(record)
+    assert openai_server.batch.creates == 0
+
+
+def test_the_batch_size_bounds_a_batch_run_too(tmp_path, openai_server):
+    from convsync_pipeline.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    seed(store, [f"z{n}" for n in range(5)])
+    report = run_pass(store, batch_settings(openai_server.base_url, CONVSYNC_BATCH_SIZE="2"))
+    assert report.selected == 2 and report.deferred == 3
+    assert sum(c["processingStatus"] == "processing" for c in state(store).values()) == 2
+    assert report.needs_retry is False
+
+
+def test_a_date_beyond_the_file_limit_goes_out_in_several_batches(
+    tmp_path, openai_server, monkeypatch: pytest.MonkeyPatch
+):
+    from convsync_pipeline.pipeline import batch
+    from convsync_pipeline.store.local import LocalStore
+
+    monkeypatch.setattr(batch, "MAX_REQUESTS_PER_FILE", 2)  # OpenAI's is 50,000
+    store = LocalStore(tmp_path / "store")
+    ids = [f"m{n}" for n in range(5)]
+    seed(store, ids)
+    settings = batch_settings(openai_server.base_url)
+    report = run_pass(store, settings)
+    api = openai_server.batch
+    assert report.batch is not None and len(report.batch.submitted) == 3
+    assert sorted(len(lines) for lines in api.lines.values()) == [1, 2, 2]
+    assert len({c["batchId"] for c in state(store).values()}) == 3
+    api.expire(next(iter(api.batches)), answered=2)  # one ends early, two run to the end
+    api.shuffle = True
+    api.run_to_end()
+    collected = run_pass(store, settings)
+    assert collected.succeeded == 5 and collected.batch is not None
+    assert len(collected.batch.collected) == 3
+    assert {c["processingStatus"] for c in state(store).values()} == {"success"}
+    assert api.submitted_counts() == dict.fromkeys(ids, 1)
+
+
+def test_find_pages_through_the_account_s_batches(openai_server, monkeypatch: pytest.MonkeyPatch):
+    """`batches.list` has no metadata filter: `find` pages with `after` until the token."""
+    from convsync_pipeline.analyzers import openai_batch
+
+    api = openai_server.batch
+    content_type, body = _multipart_upload()
+    file_id = json.loads(api.upload(content_type, body)[2])["id"]
+    api.create({"input_file_id": file_id, "metadata": {"convsync_token": "ours"}})
+    for n in range(5):  # newer batches, listed first
+        api.create({"input_file_id": file_id, "metadata": {"other": str(n)}})
+    monkeypatch.setattr(openai_batch, "LIST_PAGE", 2)
+    listed: list[str] = []
+    original = api.list
+
+    def spy(query: dict[str, str]) -> Any:
+        listed.append(query.get("after", "-"))
+        return original(query)
+
+    api.list = spy  # type: ignore[method-assign]
+    client = BatchClient(base_url=openai_server.base_url)
+    found = client.find("ours")
+    assert found is not None and found.metadata["convsync_token"] == "ours"
+    assert len(listed) == 3 and listed[0] == "-" and all(a.startswith("batch_") for a in listed[1:])
+    assert client.find("nobody") is None
+    client.close()
