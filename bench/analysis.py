@@ -3,6 +3,12 @@
     .venv/bin/python bench/analysis.py [--conversations 1000] [--latency 0.2]
         [--concurrency 8] [--rpm 5000] [--store local|s3] [--baseline-concurrency 1]
         [--baseline-conversations 100] [--repeat 1] [--profile] [--code DIR]
+        [--mode live|batch]
+
+`--mode batch` measures the Batch API path instead: a pass that submits the date, the
+provider ending the batch (not timed: that is OpenAI's time), a pass that collects. It prints
+requests per batch, submit and collect seconds per 10,000 conversations, and the estimated
+cost at batch prices against live prices for the same token counts (`cost_ratio_vs_live`).
 
 What it does: starts the fake OpenAI-compatible server (tests/fixtures/openai_server.py) in a
 separate process, so its threads do not compete with the client for this process's GIL; seeds
@@ -111,6 +117,19 @@ def serve(latency: float, rpm: int | None) -> None:
             elif command == "reset":
                 server.reset()
                 print("ok", flush=True)
+            elif command == "batch_end":  # the provider's own processing: not timed
+                server.batch.run_to_end()
+                print("ok", flush=True)
+            elif command == "batch_stats":
+                print(
+                    json.dumps(
+                        {
+                            "submitted": server.batch.submitted_counts(),
+                            "creates": server.batch.creates,
+                        }
+                    ),
+                    flush=True,
+                )
     except KeyboardInterrupt:
         pass
     finally:
@@ -367,6 +386,110 @@ def measure(
     )
 
 
+def measure_batch(server: ServerProcess, *, conversations: int, s3: S3Server | None) -> None:
+    """`--mode batch`: one pass that submits, the provider finishes (not timed), one pass
+    that collects; prints requests per batch, both times per 10,000 conversations and the
+    cost against live prices for the same token counts."""
+    from convsync_pipeline.analyzers.openai import estimate_cost_usd
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
+    from convsync_pipeline.pipeline.analyse import analyse_date
+    from convsync_pipeline.resources.analyzer import make_analyzer
+    from convsync_pipeline.resources.blob_lock import locks_from_settings
+    from convsync_pipeline.settings import load_settings
+    from convsync_pipeline.store.local import LocalStore
+
+    server.reset()
+    with tempfile.TemporaryDirectory(prefix="convsync-bench-") as tmp:
+        root = Path(tmp) / "store"
+        location = str(root) if s3 is None else f"s3://{s3.bucket()}/bench"
+        env = {
+            "CONVSYNC_STORE": location,
+            "CONVSYNC_START_DATE": "2026-01-01",
+            "CONVSYNC_ANALYZER": "openai",
+            "OPENAI_API_KEY": FAKE_KEY,
+            "OPENAI_BASE_URL": server.base_url,
+            "CONVSYNC_OPENAI_MODE": "batch",
+        }
+        if s3 is not None:
+            from convsync_pipeline.store.s3 import S3Store
+
+            env["CONVSYNC_S3_ENDPOINT_URL"] = s3.endpoint
+            store: Any = S3Store.from_url(location, s3.endpoint)
+        else:
+            store = LocalStore(root)
+        settings = load_settings(env)
+        seed(store, settings, conversations)
+        counter = WriteCounter(store)
+        counter.counting = True
+        locks = locks_from_settings(store, settings)
+
+        def one_pass(owner: str) -> Any:
+            return analyse_date(
+                store,
+                locks,
+                settings,
+                lambda: make_analyzer(settings),
+                DATE,
+                owner,
+                make_batch_client=lambda: BatchClient(base_url=server.base_url),
+            )
+
+        load_before = os.getloadavg()[0]
+        server_cpu = server.cpu_seconds()
+        cpu_started, started = time.process_time(), time.perf_counter()
+        submitted = one_pass("bench-submit")
+        submit_seconds = time.perf_counter() - started
+        submit_cpu = time.process_time() - cpu_started
+        submit_server_cpu = server.cpu_seconds() - server_cpu
+        server._ask("batch_end")
+        server_cpu = server.cpu_seconds()
+        cpu_started, started = time.process_time(), time.perf_counter()
+        collected = one_pass("bench-collect")
+        collect_seconds = time.perf_counter() - started
+        collect_cpu = time.process_time() - cpu_started
+        collect_server_cpu = server.cpu_seconds() - server_cpu
+        counter.counting = False
+    stats = json.loads(server._ask("batch_stats"))
+    outcome = collected.batch
+    assert submitted.batch is not None and outcome is not None
+    batches = len(submitted.batch.submitted)
+    live = estimate_cost_usd(settings.openai_model, outcome.usage)
+    batch = estimate_cost_usd(settings.openai_model, outcome.usage, batch=True)
+    per_10k = 10_000 / conversations
+    lines = {
+        "mode": "batch",
+        "store": "local" if s3 is None else "s3",
+        "conversations": conversations,
+        "batches": batches,
+        "requests_per_batch": f"{submitted.batch.requests / max(batches, 1):.0f}",
+        "submit_seconds": f"{submit_seconds:.2f}",
+        "collect_seconds": f"{collect_seconds:.2f}",
+        "submit_seconds_per_10k": f"{submit_seconds * per_10k:.2f}",
+        "collect_seconds_per_10k": f"{collect_seconds * per_10k:.2f}",
+        "submit_cpu_seconds_per_10k": f"{submit_cpu * per_10k:.2f}",
+        "collect_cpu_seconds_per_10k": f"{collect_cpu * per_10k:.2f}",
+        # The fake server's CPU while the client waited on it (parsing the upload, serving
+        # files): the provider's side of the transfer, included in the seconds above.
+        "submit_server_cpu_seconds_per_10k": f"{submit_server_cpu * per_10k:.2f}",
+        "collect_server_cpu_seconds_per_10k": f"{collect_server_cpu * per_10k:.2f}",
+        "succeeded": collected.succeeded,
+        "failed_attempts": collected.failed_attempts,
+        "submitted_twice": sum(1 for n in stats["submitted"].values() if n > 1),
+        "batches_created": stats["creates"],
+        "writes": counter.writes,
+        "bytes_written_per_conversation": f"{counter.bytes / conversations:.0f}",
+        "prompt_tokens": outcome.usage.promptTokens,
+        "completion_tokens": outcome.usage.completionTokens,
+        "cost_live_usd": f"{live:.6f}" if live is not None else "-",
+        "cost_batch_usd": f"{batch:.6f}" if batch is not None else "-",
+        "cost_ratio_vs_live": f"{batch / live:.2f}" if live and batch is not None else "-",
+        "load_1m_before": f"{load_before:.2f}",
+        "load_1m_after": f"{os.getloadavg()[0]:.2f}",
+    }
+    for key, value in lines.items():
+        print(f"{key}: {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conversations", type=int, default=1000)
@@ -402,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--code", type=Path, help="import convsync_pipeline from this checkout (before/after)"
     )
+    parser.add_argument(
+        "--mode",
+        choices=("live", "batch"),
+        default="live",
+        help="batch: submit through the Batch API, end it, collect (times exclude the provider)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rpm = args.rpm or None
@@ -431,6 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     sdk_import_seconds = time.perf_counter() - import_started
     server = ServerProcess(args.latency, rpm)
     s3 = S3Server() if args.store == "s3" else None
+    if args.mode == "batch":
+        try:
+            measure_batch(server, conversations=args.conversations, s3=s3)
+        finally:
+            server.close()
+            if s3 is not None:
+                s3.close()
+        return 0
     try:
         runs = {}
         repeats = [

@@ -19,7 +19,8 @@ from convsync_pipeline.assets.ingest import build_ingest_assets
 from convsync_pipeline.assets.operations import build_operations_definitions
 from convsync_pipeline.assets.summary import build_summary_asset
 from convsync_pipeline.assets.upload_ingest import build_ingest_job
-from convsync_pipeline.jobs import convsync_daily_job
+from convsync_pipeline.batch_sensor import build_batch_sensor
+from convsync_pipeline.jobs import convsync_analyse_job, convsync_daily_job
 from convsync_pipeline.resources import build_resources
 from convsync_pipeline.schedules import build_daily_schedule
 from convsync_pipeline.sensors import build_ingested_upload_sensor, build_upload_sensor
@@ -49,11 +50,12 @@ def build_definitions(settings: Settings) -> Definitions:
     ingest_job = build_ingest_job(settings)
     return Definitions(
         assets=[*build_assets(settings), *operations["assets"]],
-        jobs=[convsync_daily_job, ingest_job, *operations["jobs"]],
+        jobs=[convsync_daily_job, convsync_analyse_job, ingest_job, *operations["jobs"]],
         schedules=[build_daily_schedule(settings)],
         sensors=[
             build_upload_sensor(ingest_job),
             build_ingested_upload_sensor(settings, ingest_job),
+            build_batch_sensor(settings),
         ],
         resources=build_resources(settings),
         executor=in_process_executor,

@@ -16,3 +16,12 @@ convsync_daily_job = define_asset_job(
     selection=AssetSelection.groups("convsync"),
     description="Ingest, merge, analyse and summarise one date.",
 )
+
+ANALYSE_JOB_NAME = "convsync_analyse"
+
+# What a finished OpenAI batch needs: its date's analysis (which folds it in) and summary.
+convsync_analyse_job = define_asset_job(
+    ANALYSE_JOB_NAME,
+    selection=AssetSelection.assets("ai_analysis", "daily_summary"),
+    description="Analyse one date (folding in its finished OpenAI batches) and summarise it.",
+)

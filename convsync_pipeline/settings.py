@@ -20,6 +20,11 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # What one ingest may use for an upload's messages (grouping, parse blocks, one JSON
 # document): with Python, pyarrow and Dagster around it, a run fits a 2 GB pod.
 DEFAULT_INGEST_MEMORY_MB = 1024
+OPENAI_MODES = ("live", "batch", "auto")
+# `auto` sends a date through the Batch API above this many due conversations: below it a
+# live pass at the default concurrency takes minutes, not worth waiting up to 24 hours.
+DEFAULT_BATCH_THRESHOLD = 2_000
+DEFAULT_BATCH_POLL_SECONDS = 300
 
 
 class SettingsError(ValueError):
@@ -51,6 +56,9 @@ class Settings(BaseModel):
     max_inflate_ratio: float = 100.0
     max_inflated_mb: int = 51_200
     spill_dir: str | None = None
+    openai_mode: str = "live"
+    batch_threshold: int = DEFAULT_BATCH_THRESHOLD
+    batch_poll_seconds: int = DEFAULT_BATCH_POLL_SECONDS
 
     @property
     def tz(self) -> ZoneInfo:
@@ -157,6 +165,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     batch_size = _int(env, "CONVSYNC_BATCH_SIZE", None, 1, 10_000_000)
+    openai_mode = (_text(env, "CONVSYNC_OPENAI_MODE") or "live").lower()
+    if openai_mode not in OPENAI_MODES:
+        raise SettingsError(
+            f"CONVSYNC_OPENAI_MODE must be 'live', 'batch' or 'auto', got {openai_mode!r}"
+        )
     return Settings(
         store=store,
         s3_endpoint_url=_text(env, "CONVSYNC_S3_ENDPOINT_URL"),
@@ -184,6 +197,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
         spill_dir=_spill_dir(env),
+        openai_mode=openai_mode,
+        batch_threshold=_int(
+            env, "CONVSYNC_BATCH_THRESHOLD", DEFAULT_BATCH_THRESHOLD, 0, 100_000_000
+        ),
+        batch_poll_seconds=_int(
+            env, "CONVSYNC_BATCH_POLL_SECONDS", DEFAULT_BATCH_POLL_SECONDS, 10, 86_400
+        ),
     )
 
 

@@ -137,9 +137,14 @@ _SETUP_CODES = {
 _KEY_LIKE = re.compile(r"(?i)\b(?:sk|rk|pk|sess|key)[-_][\w\-*.]{4,}|\S*\*{3,}\S*|\bBearer\s+\S+")
 
 
-def estimate_cost_usd(model: str, usage: TokenUsage) -> float | None:
-    """Estimated USD cost of `usage` on `model` (cached input at its lower price); None if the
-    model is not in the built-in table (compatible servers, new models)."""
+# OpenAI's Batch API bills input and output at half the list price.
+BATCH_PRICE_FACTOR = 0.5
+
+
+def estimate_cost_usd(model: str, usage: TokenUsage, *, batch: bool = False) -> float | None:
+    """Estimated USD cost of `usage` on `model` (cached input at its lower price; at batch
+    prices with `batch`); None if the model is not in the built-in table (compatible servers,
+    new models)."""
     name = model.strip().lower().removeprefix("openai/")
     prices = PRICES_PER_MILLION.get(name) or PRICES_PER_MILLION.get(_SNAPSHOT_SUFFIX.sub("", name))
     if prices is None:
@@ -148,7 +153,8 @@ def estimate_cost_usd(model: str, usage: TokenUsage) -> float | None:
     cached = min(max(usage.cachedTokens, 0), max(usage.promptTokens, 0))
     uncached = max(usage.promptTokens, 0) - cached
     completion = max(usage.completionTokens, 0)
-    return (uncached * input_price + cached * cached_price + completion * output_price) / 1e6
+    cost = (uncached * input_price + cached * cached_price + completion * output_price) / 1e6
+    return cost * BATCH_PRICE_FACTOR if batch else cost
 
 
 def scrub_secrets(text: str, secret: str | None = None) -> str:
@@ -621,6 +627,7 @@ def _validation_message(error: ValidationError) -> str:
 
 
 __all__ = [
+    "BATCH_PRICE_FACTOR",
     "DATA_END",
     "DATA_START",
     "PRICES_PER_MILLION",

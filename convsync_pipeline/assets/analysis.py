@@ -1,6 +1,5 @@
 """`ai_analysis`: one pass over each date's due conversations, retried by Dagster's policy."""
 
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -23,6 +22,7 @@ from convsync_pipeline.assets.ranges import (
     set_aside_locked,
 )
 from convsync_pipeline.core.document import DateDocument
+from convsync_pipeline.core.status import batch_of
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
 from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
 from convsync_pipeline.pipeline.documents import load_document
@@ -38,8 +38,9 @@ CHECK_DESCRIPTIONS = {
         "processedCount equals the number of `success` conversations (no drift, seed bug 5)."
     ),
     "nothing_left_processing": (
-        "No conversation is left `processing` after the pass; one left by a dead run is "
-        "recovered by the next pass at the cost of one attempt."
+        "No conversation is left `processing` after the pass, except those waiting on a live "
+        "OpenAI batch; one left by a dead run is recovered by the next pass at the cost of "
+        "one attempt."
     ),
     "no_failed": (
         "No conversation has used up CONVSYNC_MAX_ATTEMPTS; failed ones wait for review: "
@@ -96,7 +97,13 @@ def build_analysis_asset(settings: Settings):
         for date in dates:
             try:
                 report = analyse_date(
-                    store, blob_lock, run_settings, analyzer.make, date, context.run_id
+                    store,
+                    blob_lock,
+                    run_settings,
+                    analyzer.make,
+                    date,
+                    context.run_id,
+                    make_batch_client=analyzer.batch_client_factory(),
                 )
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
@@ -168,10 +175,20 @@ def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -
 def _metadata(report, settings: Settings) -> dict:
     usage = report.usage
     cost = None
-    if report.analyzer == "openai":
+    metadata_batch_cost = None
+    batch = report.batch
+    if report.analyzer == "openai" or batch is not None:
         from convsync_pipeline.analyzers.openai import estimate_cost_usd
 
-        cost = estimate_cost_usd(report.model, usage)
+        cost = estimate_cost_usd(report.model or settings.openai_model, usage)
+        if batch is not None and batch.collected:
+            # Each batch priced with its own model, at batch prices (the ledger's figures).
+            costs = [row["estimatedCostUsd"] for row in batch.collected]
+            batch_cost = None if None in costs else sum(costs)
+            cost = None if cost is None or batch_cost is None else cost + batch_cost
+            if batch_cost is not None:
+                metadata_batch_cost = round(batch_cost, 6)
+        usage = _sum_usage(usage, batch.usage) if batch is not None else usage
     metadata = {
         "analyzer": report.analyzer or "none needed",
         "model": report.model or "-",
@@ -195,11 +212,62 @@ def _metadata(report, settings: Settings) -> dict:
     }
     if cost is not None:
         metadata["estimated_cost_usd"] = round(cost, 6)
+    metadata["openai_mode"] = report.mode
+    if batch is not None:
+        metadata["batch_requests_submitted"] = batch.requests
+        metadata["batches_submitted"] = len(batch.submitted)
+        metadata["batches_collected"] = len(batch.collected)
+        metadata["batches_open"] = len(batch.open)
+        metadata["batch_released_unattempted"] = batch.released
+        if metadata_batch_cost is not None:
+            metadata["estimated_batch_cost_usd"] = metadata_batch_cost
+        rows = [
+            [
+                row["batch"],
+                kind,
+                row["state"],
+                row["requests"],
+                row["completed"],
+                row["failed"],
+                row["succeeded"],
+                row["failedAttempts"],
+                "-" if row["estimatedCostUsd"] is None else f"{row['estimatedCostUsd']:.6f}",
+            ]
+            for kind, rows_of in (
+                ("submitted", batch.submitted),
+                ("collected", batch.collected),
+                ("open", batch.open),
+            )
+            for row in rows_of
+        ]
+        if rows:
+            metadata["batches"] = MetadataValue.md(
+                table(
+                    [
+                        "batch",
+                        "this run",
+                        "state",
+                        "requests",
+                        "completed",
+                        "failed",
+                        "succeeded",
+                        "failed attempts",
+                        "cost USD (batch price)",
+                    ],
+                    rows,
+                )
+            )
     if report.errors:
         metadata["errors"] = MetadataValue.md(
             table(["error", "count"], report.errors.most_common(20))
         )
     return metadata
+
+
+def _sum_usage(a, b):
+    from convsync_pipeline.pipeline.batch import add_usage
+
+    return add_usage(a, b)
 
 
 def _checks_over(documents: dict) -> list[AssetCheckResult]:
@@ -243,6 +311,7 @@ def _checks(document) -> list[AssetCheckResult]:
     ids = [c.id for c in document.conversations]
     counts = document.count_statuses()
     failed = [c for c in document.conversations if c.processing_status == "failed"]
+    in_batches = sum(1 for c in document.conversations if batch_of(c) is not None)
     return [
         AssetCheckResult(
             check_name="ids_unique",
@@ -256,8 +325,8 @@ def _checks(document) -> list[AssetCheckResult]:
         ),
         AssetCheckResult(
             check_name="nothing_left_processing",
-            passed=counts.processing == 0,
-            metadata={"processing": counts.processing},
+            passed=counts.processing == in_batches,
+            metadata={"processing": counts.processing, "in_open_batches": in_batches},
         ),
         AssetCheckResult(
             check_name="no_failed",

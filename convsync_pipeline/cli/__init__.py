@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from convsync_pipeline.settings import SettingsError
 from convsync_pipeline.store.base import StoreError
 
-COMMAND_MODULES = ("demo", "upload", "operations")
+COMMAND_MODULES = ("demo", "upload", "operations", "batches")
 
 
 TERMINAL = logging.StreamHandler()

@@ -35,6 +35,9 @@ CHANGE_FIELDS: dict[str, str] = {
     "processingError": "processing_error",
     "processedAt": "processed_at",
     "analysis": "analysis",
+    # The batch (our token, `core.batch_ledger`) a conversation is `processing` under; kept
+    # as an extra field of the conversation, present only on those ever sent in a batch.
+    "batchId": "batchId",
 }
 
 # When to checkpoint (see `checkpoint_due`). A reader pays for the unfolded log in bytes and
@@ -62,9 +65,9 @@ class Change:
     def between(cls, before: Conversation, after: Conversation) -> Change:
         """The change that turns `before` into `after` (both states of one conversation)."""
         changed = {
-            name: getattr(after, attribute)
+            name: getattr(after, attribute, None)
             for name, attribute in CHANGE_FIELDS.items()
-            if getattr(after, attribute) != getattr(before, attribute)
+            if getattr(after, attribute, None) != getattr(before, attribute, None)
         }
         return cls(after.id, after.processing_status, changed)
 
@@ -86,6 +89,7 @@ class _ChangeModel(BaseModel):
     processingError: str | None = None
     processedAt: str | None = None
     analysis: dict[str, Any] | None = None
+    batchId: str | None = None
 
     @model_validator(mode="after")
     def _retry_count_is_a_number(self) -> _ChangeModel:

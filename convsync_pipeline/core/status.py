@@ -12,6 +12,7 @@ from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import Conversation, Status
 
 INTERRUPTED_ERROR = "interrupted: the run analysing it stopped before saving a result"
+BATCH_FIELD = "batchId"  # extra field: the batch token a `processing` conversation waits on
 
 _ALLOWED: dict[Status, set[Status]] = {
     "pending": {"processing"},
@@ -41,6 +42,8 @@ def is_due(conversation: Conversation, max_attempts: int) -> bool:
 
 def begin_attempt(conversation: Conversation) -> Conversation:
     """Written (and saved) before the analyser is called, so a crash is visible later."""
+    if getattr(conversation, BATCH_FIELD, None) is not None:
+        return transition(conversation, "processing", **{BATCH_FIELD: None})
     return transition(conversation, "processing")
 
 
@@ -73,6 +76,27 @@ def release_unattempted(conversation: Conversation) -> Conversation:
 def recover_interrupted(conversation: Conversation, max_attempts: int) -> Conversation:
     """Found `processing` by a lock holder: its run died mid-analysis; that was one attempt."""
     return record_failure(conversation, INTERRUPTED_ERROR, max_attempts)
+
+
+def batch_of(conversation: Conversation) -> str | None:
+    """The batch token this conversation is `processing` under, if it waits on a batch."""
+    if conversation.processing_status != "processing":
+        return None
+    token = getattr(conversation, BATCH_FIELD, None)
+    return token if isinstance(token, str) and token else None
+
+
+def begin_batch_attempt(conversation: Conversation, token: str) -> Conversation:
+    """Marked (and saved) before the batch holding it is created: a live batch's conversations
+    are never charged as interrupted, nor sent live, nor put in a second batch."""
+    return transition(conversation, "processing", **{BATCH_FIELD: token})
+
+
+def leave_batch(conversation: Conversation) -> Conversation:
+    """`conversation` (already moved out of `processing`) no longer waits on its batch."""
+    if getattr(conversation, BATCH_FIELD, None) is None:
+        return conversation
+    return conversation.model_copy(update={BATCH_FIELD: None})
 
 
 def requeue(conversation: Conversation) -> Conversation:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from convsync_pipeline.core.document import DateDocument, StatusSummary
 from convsync_pipeline.core.keys import document_key, summary_key
+from convsync_pipeline.core.status import batch_of
 from convsync_pipeline.operations import DocumentProblem, Progress, load_many, read_document
 from convsync_pipeline.pipeline.documents import CorruptDocumentError, LoadedDocument
 from convsync_pipeline.settings import Settings
@@ -133,9 +134,19 @@ def document_status(
             f"(retryCount >= CONVSYNC_MAX_ATTEMPTS={settings.max_attempts}) and will never run; "
             "raise CONVSYNC_MAX_ATTEMPTS to give them more",
         )
-    if counts.processing:
+    in_batches = sum(1 for c in document.conversations if batch_of(c) is not None)
+    if in_batches:
+        note(
+            "info",
+            f"{in_batches} conversation(s) waiting on OpenAI batches "
+            f"(`convsync batches {document.date}`)",
+        )
+    if counts.processing > in_batches:
         kind, text = _processing_note(store, settings, document.date, owner)
         note(kind, text)
+    batch_text = batch_note(store, document.date)
+    if batch_text:
+        note("info", batch_text)
     kind_text = _summary_note(store, document, counts)
     if kind_text:
         note(*kind_text)
@@ -182,7 +193,11 @@ def _processing_note(
     try:
         with store.date_lock(date, owner, ttl_seconds=settings.lock_ttl_seconds, wait_seconds=0):
             try:
-                stuck = read_document(store, date).document.count_statuses().processing
+                stuck = sum(
+                    1
+                    for c in read_document(store, date).document.conversations
+                    if c.processing_status == "processing" and batch_of(c) is None
+                )
             except CorruptDocumentError as error:
                 return "inconsistent", str(error)
     except DateLockedError as error:
@@ -193,6 +208,36 @@ def _processing_note(
         "inconsistent",
         f"{stuck} conversation(s) stuck processing while no run holds the lock "
         "(the next analysis counts it as one failed attempt)",
+    )
+
+
+def batch_note(store: Store, date: str) -> str | None:
+    """The date's OpenAI batches in one line: states, tokens, cost at batch prices."""
+    from convsync_pipeline.pipeline.ledger import read_ledger
+
+    ledger = read_ledger(store, date)
+    if ledger is None or not ledger.batches:
+        return None
+    from convsync_pipeline.analyzers.openai import BATCH_PRICE_FACTOR
+    states: dict[str, int] = {}
+    prompt = completion = 0
+    cost = 0.0
+    priced = False
+    for record in ledger.batches:
+        states[record.state] = states.get(record.state, 0) + 1
+        prompt += record.usage.get("promptTokens", 0)
+        completion += record.usage.get("completionTokens", 0)
+        if record.estimated_cost_usd is not None:
+            cost += record.estimated_cost_usd
+            priced = True
+    shown = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    money = (
+        f"; estimated ${cost:.4f} at batch prices (live: ${cost / BATCH_PRICE_FACTOR:.4f})"
+        if priced
+        else ""
+    )
+    return (
+        f"OpenAI batches: {shown}; {prompt:,} prompt + {completion:,} completion tokens{money}"
     )
 
 

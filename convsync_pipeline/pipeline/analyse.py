@@ -21,6 +21,7 @@ longer (S3 round trips) move to a worker thread, so responses keep being read me
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import math
 import statistics
@@ -28,6 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from convsync_pipeline.core import status
 from convsync_pipeline.core.analysis import (
@@ -49,6 +51,10 @@ from convsync_pipeline.pipeline.documents import (
 )
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLocks, Lease, LeaseLostError, Store
+
+if TYPE_CHECKING:  # the batch path imports the openai SDK: only when it runs
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
+    from convsync_pipeline.pipeline.batch import BatchOutcome
 
 log = logging.getLogger("convsync")
 
@@ -82,6 +88,8 @@ class AnalysisReport:
     usage: TokenUsage = field(default_factory=TokenUsage)
     errors: Counter[str] = field(default_factory=Counter)
     version: int = 0
+    mode: str = "live"  # how this pass sent what was due: live, batch (or nothing to send)
+    batch: BatchOutcome | None = None  # what the batch part did (folded, submitted)
 
     @property
     def needs_retry(self) -> bool:
@@ -157,7 +165,10 @@ class _Pass:
     def _recoveries(self) -> list[Change]:
         changes = []
         for conversation in self.conversations:
-            if conversation.processing_status == "processing":
+            # One waiting on a batch is not interrupted: the batch pass settles it.
+            if conversation.processing_status == "processing" and status.batch_of(
+                conversation
+            ) is None:
                 recovered = status.recover_interrupted(conversation, self.max_attempts)
                 changes.append(Change.between(conversation, recovered))
         return changes
@@ -209,6 +220,17 @@ class _Pass:
             await asyncio.to_thread(self.writer.checkpoint)
 
 
+def choose_mode(settings: Settings, analyzer: str, due: int, date: str) -> str:
+    """`live` or `batch` for this pass (CONVSYNC_OPENAI_MODE; `auto`: batch above the
+    threshold, never for the current day, whose answers are wanted now)."""
+    if analyzer != "openai" or settings.openai_mode == "live":
+        return "live"
+    if settings.openai_mode == "batch":
+        return "batch"
+    today = dt.datetime.now(settings.tz).date().isoformat()
+    return "batch" if due > settings.batch_threshold and date != today else "live"
+
+
 def analyse_date(
     store: Store,
     locks: DateLocks,
@@ -216,19 +238,89 @@ def analyse_date(
     make_analyzer: Callable[[], Analyzer],
     date: str,
     owner: str,
+    make_batch_client: Callable[[], BatchClient] | None = None,
 ) -> AnalysisReport:
-    """Hold the date lock for the whole pass; return what happened."""
+    """Hold the date lock for the whole pass; return what happened.
+
+    With `make_batch_client` (the openai analyser), the pass first folds the date's finished
+    batches, then sends what is due live or as a new batch (`choose_mode`)."""
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
         run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
         try:
-            asyncio.run(_analyse(run, settings, make_analyzer))
+            if any(
+                c.processing_status == "processing" and status.batch_of(c) is None
+                for c in run.conversations
+            ):
+                run.write([], [])  # the recovery entry: charged before anything else
+            if make_batch_client is None:
+                asyncio.run(_analyse(run, settings, make_analyzer))
+            else:
+                _with_batches(run, store, lease, settings, make_analyzer, make_batch_client)
         finally:
             report.seconds = round(time.monotonic() - started, 3)
             report.version = run.writer.document_version
             report.count_writes(run.writer.counts)
         return report
+
+
+def _with_batches(
+    run: _Pass,
+    store: Store,
+    lease: Lease,
+    settings: Settings,
+    make_analyzer: Callable[[], Analyzer],
+    make_batch_client: Callable[[], BatchClient],
+) -> None:
+    from convsync_pipeline.pipeline.batch import BatchPass, BatchSystemError
+
+    client = make_batch_client()
+    batches = BatchPass(
+        store, run.writer, lease, client,
+        model=settings.openai_model, max_attempts=settings.max_attempts, redact=settings.redact,
+    )
+    report = run.report
+    report.batch = batches.outcome
+    try:
+        try:
+            if batches.has_work():
+                batches.collect()
+            due = sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
+            report.mode = choose_mode(settings, "openai", due, run.writer.date)
+            if report.mode == "live":
+                asyncio.run(_analyse(run, settings, make_analyzer))
+                return
+            queue = _select(run, settings)
+            report.analyzer, report.model = "openai", settings.openai_model
+            if queue:
+                batches.submit(queue)
+        except LeaseLostError:
+            raise
+        except (BatchSystemError, SystemAnalysisError) as error:
+            _finish_sync(run)
+            raise AnalysisSystemError(str(error)) from None
+        except BaseException:
+            _finish_sync(run)
+            raise
+        _finish_sync(run)
+    finally:
+        client.close()
+        outcome = batches.outcome
+        report.succeeded += outcome.succeeded
+        if report.mode == "batch":
+            report.still_due = (
+                sum(1 for c in run.conversations if status.is_due(c, settings.max_attempts))
+                - report.deferred
+            )
+        report.failed_attempts += outcome.failed_attempts
+        report.newly_failed += outcome.newly_failed
+        for message, count in outcome.errors.items():
+            report.errors[message] += count
+
+
+def _finish_sync(run: _Pass) -> None:
+    asyncio.run(run.finish())
 
 
 def _select(run: _Pass, settings: Settings) -> list[int]:
@@ -242,7 +334,10 @@ def _select(run: _Pass, settings: Settings) -> list[int]:
 
 
 async def _analyse(run: _Pass, settings: Settings, make_analyzer: Callable[[], Analyzer]) -> None:
-    if any(c.processing_status == "processing" for c in run.conversations):
+    if any(
+        c.processing_status == "processing" and status.batch_of(c) is None
+        for c in run.conversations
+    ):
         # The recovery entry: charged before anything is selected.
         await run.write_async([], recover=True)
     queue = _select(run, settings)

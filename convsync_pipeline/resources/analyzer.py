@@ -7,13 +7,20 @@ built; further ways of running the same attempts (OpenAI's Batch API) add their 
 """
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from convsync_pipeline.core.analysis import Analyzer
-from convsync_pipeline.settings import DEFAULT_OPENAI_MODEL, Settings
+from convsync_pipeline.settings import (
+    DEFAULT_BATCH_THRESHOLD,
+    DEFAULT_OPENAI_MODEL,
+    Settings,
+)
+
+if TYPE_CHECKING:
+    from convsync_pipeline.analyzers.openai_batch import BatchClient
 
 
 class AnalyzerNotReadyError(Exception):
@@ -62,6 +69,19 @@ class AnalyzerResource(ConfigurableResource):
         le=3_600.0,
         description="CONVSYNC_REQUEST_TIMEOUT_SECONDS: per-request timeout (openai).",
     )
+    mode: Literal["live", "batch", "auto"] = Field(
+        default="live",
+        description="CONVSYNC_OPENAI_MODE (openai): `live` requests, `batch` (OpenAI's Batch "
+        "API: half price, answers within 24 hours), or `auto` (batch above batch_threshold "
+        "due conversations, never for the current day).",
+    )
+    batch_threshold: int = Field(
+        default=DEFAULT_BATCH_THRESHOLD,
+        ge=0,
+        le=100_000_000,
+        description="CONVSYNC_BATCH_THRESHOLD: with mode `auto`, a date with more due "
+        "conversations than this goes through the Batch API.",
+    )
     redact: bool = Field(
         default=True,
         description="CONVSYNC_REDACT: mask e-mails, phone and card numbers before any text "
@@ -80,6 +100,8 @@ class AnalyzerResource(ConfigurableResource):
             tokens_per_minute=settings.tokens_per_minute,
             request_timeout_seconds=settings.request_timeout_seconds,
             redact=settings.redact,
+            mode=settings.openai_mode,  # type: ignore[arg-type]  # validated by load_settings
+            batch_threshold=settings.batch_threshold,
         )
 
     def check_ready(self) -> None:
@@ -94,8 +116,26 @@ class AnalyzerResource(ConfigurableResource):
     def pass_settings(self, settings: Settings) -> Settings:
         """`settings` (read when the definitions loaded) with this run's bounds of a pass."""
         return settings.model_copy(
-            update={"analysis_concurrency": self.concurrency, "batch_size": self.batch_size}
+            update={
+                "analysis_concurrency": self.concurrency,
+                "batch_size": self.batch_size,
+                "openai_mode": self.mode,
+                "batch_threshold": self.batch_threshold,
+                "openai_model": self.model,
+                "redact": self.redact,
+            }
         )
+
+    def batch_client(self) -> "BatchClient":
+        """The Batch API client (openai): folds finished batches, submits new ones."""
+        from convsync_pipeline.analyzers.openai_batch import BatchClient
+
+        return BatchClient(base_url=self.base_url, timeout_seconds=self.request_timeout_seconds)
+
+    def batch_client_factory(self):
+        """`batch_client` for the openai analyser (every pass then folds finished batches),
+        None for `local`, which never has batches."""
+        return self.batch_client if self.kind == "openai" else None
 
     def make(self) -> Analyzer:
         if self.kind == "openai":

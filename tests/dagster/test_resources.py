@@ -53,6 +53,8 @@ def test_each_asset_sensor_and_op_asks_for_exactly_what_it_uses(tmp_path: Path) 
     assert uses("dead_letters") == {"blob_store"}
     for sensor in ("new_upload_sensor", "ingested_upload_sensor"):
         assert set(defs.resolve_sensor_def(sensor).required_resource_keys) == {"blob_store"}
+    batch_sensor = defs.resolve_sensor_def("openai_batch_sensor")
+    assert set(batch_sensor.required_resource_keys) == {"blob_store", "analyzer"}
     (ingest,) = defs.resolve_job_def("convsync_ingest").graph.node_defs
     assert set(ingest.required_resource_keys) == {"blob_store"}
     (migrate,) = defs.resolve_job_def("convsync_migrate").graph.node_defs
@@ -102,6 +104,8 @@ def test_every_variable_reaches_its_resource_field() -> None:
             "CONVSYNC_TOKENS_PER_MINUTE": "1000",
             "CONVSYNC_REQUEST_TIMEOUT_SECONDS": "9",
             "CONVSYNC_REDACT": "false",
+            "CONVSYNC_OPENAI_MODE": "auto",
+            "CONVSYNC_BATCH_THRESHOLD": "500",
         }
     )
     resources = build_resources(settings)
@@ -122,6 +126,8 @@ def test_every_variable_reaches_its_resource_field() -> None:
         "tokens_per_minute": 1000,
         "request_timeout_seconds": 9.0,
         "redact": False,
+        "mode": "auto",
+        "batch_threshold": 500,
     }
     # The key is no field of any resource: it stays in the environment, for the SDK alone.
     shown = serialize_value(
@@ -140,7 +146,22 @@ BOUNDS = [
     ("CONVSYNC_REQUESTS_PER_MINUTE", AnalyzerResource, "requests_per_minute", 1, 10**7, 0, 10**7 + 1),  # noqa: E501
     ("CONVSYNC_TOKENS_PER_MINUTE", AnalyzerResource, "tokens_per_minute", 1, 10**9, 0, 10**9 + 1),
     ("CONVSYNC_REQUEST_TIMEOUT_SECONDS", AnalyzerResource, "request_timeout_seconds", 1.0, 3600.0, 0.5, 3601.0),  # noqa: E501
+    ("CONVSYNC_BATCH_THRESHOLD", AnalyzerResource, "batch_threshold", 0, 10**8, -1, 10**8 + 1),
 ]  # fmt: skip
+
+
+def test_the_openai_mode_is_checked_like_the_others() -> None:
+    assert load_settings({"CONVSYNC_OPENAI_MODE": " Batch "}).openai_mode == "batch"
+    assert load_settings({}).openai_mode == "live"
+    with pytest.raises(SettingsError, match="CONVSYNC_OPENAI_MODE must be 'live', 'batch' or"):
+        load_settings({"CONVSYNC_OPENAI_MODE": "cheap"})
+    with pytest.raises(ValidationError, match="mode"):
+        AnalyzerResource(mode="cheap")  # type: ignore[arg-type]
+    for good in ("10", "86400"):
+        assert load_settings({"CONVSYNC_BATCH_POLL_SECONDS": good}).batch_poll_seconds == int(good)
+    for bad in ("9", "86401", "soon"):
+        with pytest.raises(SettingsError, match="CONVSYNC_BATCH_POLL_SECONDS"):
+            load_settings({"CONVSYNC_BATCH_POLL_SECONDS": bad})
 
 
 @pytest.mark.parametrize(("variable", "cls", "field", "low", "high", "below", "above"), BOUNDS)
