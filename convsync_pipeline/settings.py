@@ -9,11 +9,16 @@ others become the values of the resources' fields (`resources/`), which a run ma
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import logging
 import os
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
+
+from convsync_pipeline.core.redaction import PatternError, Redactor, compile_patterns
 
 DEFAULT_STORE = "./convsync-store"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -46,6 +51,7 @@ class Settings(BaseModel):
     tokens_per_minute: int | None = None
     request_timeout_seconds: float = 60.0
     redact: bool = True
+    redact_patterns: tuple[str, ...] = ()
     retry_delay_seconds: float = 2.0
     ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB
     max_inflate_ratio: float = 100.0
@@ -55,6 +61,11 @@ class Settings(BaseModel):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def redactor(self) -> Redactor:
+        """The one redaction for the model path and every display (patterns checked at load)."""
+        return _redactor(self.redact, self.redact_patterns)
 
     @property
     def ingest_memory_bytes(self) -> int:
@@ -175,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tokens_per_minute=_int(env, "CONVSYNC_TOKENS_PER_MINUTE", None, 1, 1_000_000_000),
         request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
         redact=_bool(env, "CONVSYNC_REDACT", True),
+        redact_patterns=redact_patterns(env),
         retry_delay_seconds=_float(env, "CONVSYNC_RETRY_DELAY_SECONDS", 2.0, 0.0, 3_600.0),
         ingest_memory_mb=_int(
             env, "CONVSYNC_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB, 16, 1_048_576
@@ -193,3 +205,66 @@ def _spill_dir(env: Mapping[str, str]) -> str | None:
     if path is not None and not os.path.isdir(path):
         raise SettingsError(f"CONVSYNC_SPILL_DIR must be an existing folder, got {path!r}")
     return path
+
+
+def redact_patterns(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CONVSYNC_REDACT_PATTERNS: a JSON list of regular expressions, or one expression.
+
+    Each is compiled here, at start-up, so a typo is reported naming the variable and the
+    pattern instead of surfacing as an unredacted line in the middle of a run.
+    """
+    raw = _text(env, "CONVSYNC_REDACT_PATTERNS")
+    if raw is None:
+        return ()
+    sources: list[str] = [raw]
+    if raw.startswith("["):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None  # not JSON: a single expression such as "[A-Z]{3}-\\d+"
+        if isinstance(parsed, list):
+            if not all(isinstance(item, str) and item for item in parsed):
+                raise SettingsError(
+                    "CONVSYNC_REDACT_PATTERNS must be a JSON list of non-empty strings, "
+                    f"got {raw!r}"
+                )
+            sources = parsed
+    try:
+        compile_patterns(sources)
+    except PatternError as error:
+        raise SettingsError(f"CONVSYNC_REDACT_PATTERNS: {error}") from None
+    return tuple(sources)
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(enabled: bool, sources: tuple[str, ...]) -> Redactor:
+    return Redactor(enabled=enabled, patterns=compile_patterns(sources))
+
+
+def display_redactor(env: Mapping[str, str] | None = None) -> Redactor:
+    """The redactor for text shown to people (metadata, logs, report, CLI), from the same two
+    variables as the model path; reads only those, so a display never fails on another one."""
+    env = os.environ if env is None else env
+    return _redactor(_bool(env, "CONVSYNC_REDACT", True), redact_patterns(env))
+
+
+class RedactingFilter(logging.Filter):
+    """Every line of the `convsync` logger through the display redactor: a log line is text
+    leaving the store like any other (compute logs, the Dagster event log, a terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed call: logging reports it itself
+        redacted = display_redactor()(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter once to the `convsync` logger (idempotent)."""
+    logger = logging.getLogger("convsync")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())

@@ -40,6 +40,7 @@ from convsync_pipeline.core.analysis import (
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.priority import urgency
+from convsync_pipeline.core.redaction import Redactor
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
@@ -103,8 +104,10 @@ class _Pass:
         lease: Lease,
         report: AnalysisReport,
         max_attempts: int,
+        redactor: Redactor,
     ):
         self.writer = DateWriter.over(store, loaded, lease)
+        self.redactor = redactor
         self.report = report
         self.max_attempts = max_attempts
         self.results: list[Change] = []  # finished requests, for the next entry
@@ -221,7 +224,14 @@ def analyse_date(
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
-        run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
+        run = _Pass(
+            store,
+            load_document(store, date),
+            lease,
+            report,
+            settings.max_attempts,
+            settings.redactor,
+        )
         try:
             asyncio.run(_analyse(run, settings, make_analyzer))
         finally:
@@ -339,6 +349,10 @@ def _fold(
         message = str(error)
     else:  # a bug or an unexpected library error: still one failed attempt, with its cause kept
         message = f"unexpected {type(error).__name__}: {error}"
+    # processingError is shown in the UI, the report and the CLI: a model's refusal or broken
+    # output may echo the customer's words, so it is stored redacted.
+    message = run.redactor(message)
+    if not isinstance(error, ConversationAnalysisError):
         log.warning("analysis of %s failed unexpectedly: %s", conversation.id, message)
     updated = status.record_failure(conversation, message, max_attempts)
     run.result(index, updated)

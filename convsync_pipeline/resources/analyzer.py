@@ -64,8 +64,13 @@ class AnalyzerResource(ConfigurableResource):
     )
     redact: bool = Field(
         default=True,
-        description="CONVSYNC_REDACT: mask e-mails, phone and card numbers before any text "
-        "leaves the machine.",
+        description="CONVSYNC_REDACT: mask e-mails, IBANs, phone and card numbers before any "
+        "text leaves the machine.",
+    )
+    redact_patterns: list[str] = Field(
+        default_factory=list,
+        description="CONVSYNC_REDACT_PATTERNS: the user's extra regular expressions, masked as "
+        "[REDACTED].",
     )
 
     @classmethod
@@ -80,6 +85,7 @@ class AnalyzerResource(ConfigurableResource):
             tokens_per_minute=settings.tokens_per_minute,
             request_timeout_seconds=settings.request_timeout_seconds,
             redact=settings.redact,
+            redact_patterns=list(settings.redact_patterns),
         )
 
     def check_ready(self) -> None:
@@ -108,6 +114,7 @@ class AnalyzerResource(ConfigurableResource):
                 requests_per_minute=self.requests_per_minute,
                 tokens_per_minute=self.tokens_per_minute,
                 redact=self.redact,
+                redact_patterns=tuple(self.redact_patterns),
             )
         from convsync_pipeline.analyzers.local import LocalAnalyzer
 
