@@ -36,6 +36,9 @@ class Settings(BaseModel):
 
     store: str = DEFAULT_STORE
     s3_endpoint_url: str | None = None
+    store_access: str = "owner"
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
     analyzer: str = "local"
     openai_model: str = DEFAULT_OPENAI_MODEL
     openai_base_url: str | None = None
@@ -171,6 +174,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         store=store,
         s3_endpoint_url=_text(env, "CONVSYNC_S3_ENDPOINT_URL"),
+        store_access=_store_access(env),
+        s3_sse=_s3_sse(env),
+        s3_kms_key_id=_text(env, "CONVSYNC_S3_KMS_KEY_ID"),
         analyzer=analyzer,
         openai_model=_text(env, "CONVSYNC_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
         openai_base_url=_text(env, "OPENAI_BASE_URL"),
@@ -197,6 +203,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
         spill_dir=_spill_dir(env),
     )
+
+
+STORE_ACCESS = ("owner", "group")
+S3_SSE = ("AES256", "aws:kms")
+
+
+def _store_access(env: Mapping[str, str]) -> str:
+    """CONVSYNC_STORE_ACCESS: who may read a folder store's files (owner: 0600/0700)."""
+    value = (_text(env, "CONVSYNC_STORE_ACCESS") or "owner").lower()
+    if value not in STORE_ACCESS:
+        raise SettingsError(
+            f"CONVSYNC_STORE_ACCESS must be 'owner' (files 0600, folders 0700) or 'group' "
+            f"(0640, 0750), got {value!r}"
+        )
+    return value
+
+
+def _s3_sse(env: Mapping[str, str]) -> str | None:
+    """CONVSYNC_S3_SSE: server-side encryption of every object written (AES256 or aws:kms)."""
+    value = _text(env, "CONVSYNC_S3_SSE")
+    key = _text(env, "CONVSYNC_S3_KMS_KEY_ID")
+    if value is not None and value not in S3_SSE:
+        raise SettingsError(f"CONVSYNC_S3_SSE must be 'AES256' or 'aws:kms', got {value!r}")
+    if key is not None and value != "aws:kms":
+        raise SettingsError(
+            "CONVSYNC_S3_KMS_KEY_ID is set but CONVSYNC_S3_SSE is not 'aws:kms': "
+            "set CONVSYNC_S3_SSE=aws:kms to encrypt with that key"
+        )
+    return value
 
 
 def _spill_dir(env: Mapping[str, str]) -> str | None:
