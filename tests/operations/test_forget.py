@@ -26,6 +26,7 @@ from convsync_pipeline.pipeline.merge_date import merge_date
 from convsync_pipeline.pipeline.summarise import write_daily_summary
 from convsync_pipeline.settings import load_settings
 from convsync_pipeline.store.base import Store, StoreLocks
+from convsync_pipeline.store.local import LocalStore
 from tests.dagster.helpers import csv_upload
 
 D = "2026-02-11"
@@ -70,9 +71,12 @@ def _leftovers(store: Store, erased_id: str) -> list[str]:
 
 @pytest.fixture
 def built(any_store: Store, monkeypatch: pytest.MonkeyPatch):
+    return _build(any_store, monkeypatch)
+
+
+def _build(store: Store, monkeypatch: pytest.MonkeyPatch):
     # Never checkpoint mid-way: merges and passes leave their entries for forget to fold.
     monkeypatch.setattr(journal, "CHECKPOINT_FRACTION", 1e9)
-    store = any_store
     locks = StoreLocks(store, ttl_seconds=30, wait_seconds=10)
     settings = _settings(store)
     store.write(f"incoming/{D}/first.csv", _export("a", "b", bad="gone"))
@@ -124,6 +128,7 @@ def test_forget_erases_everywhere_and_only_once(built, how: str) -> None:
     _pipeline(store, locks, settings)
     ids = sorted(c.id for c in load_document(store, D).document.conversations)
     assert ids == ["a", "b", "c", "d"]
+    assert _leftovers(store, "gone") == [], "not even staged again"
 
 
 def test_forget_needs_something_to_look_for() -> None:
@@ -165,3 +170,21 @@ def test_forget_is_safe_against_a_run_of_the_same_date(built) -> None:
     assert "gone" not in {c.id for c in document.conversations}
     assert document.summary.total == 153 and document.summary.success == 153
     assert _leftovers(store, "gone") == []
+
+
+def test_forget_from_the_command_line(tmp_path, monkeypatch, capsys) -> None:
+    from convsync_pipeline.cli import main
+
+    store, _, _ = _build(LocalStore(tmp_path / "store"), monkeypatch)
+    monkeypatch.setenv("CONVSYNC_STORE", str(store.root))
+    assert main(["forget", "--match", SECRET_WORDS, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 1 conversation(s)" in out and f"conversations/{D}.json" in out
+    assert SECRET_WORDS not in out
+    assert _leftovers(store, "gone")
+    assert main(["forget", "--id", "gone"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("removed 1 conversation(s)") and f"incoming/{D}/first.csv" in out
+    assert _leftovers(store, "gone") == []
+    assert main(["forget", "--id", "gone"]) == 0
+    assert capsys.readouterr().out.startswith("nothing to forget")
