@@ -122,6 +122,7 @@ def test_every_variable_reaches_its_resource_field() -> None:
         "tokens_per_minute": 1000,
         "request_timeout_seconds": 9.0,
         "redact": False,
+        "redact_patterns": [],
     }
     # The key is no field of any resource: it stays in the environment, for the SDK alone.
     shown = serialize_value(
