@@ -82,10 +82,19 @@ class Selector:
         return any(self._matches(str(m.get("content", ""))) for m in body.get("messages", []))
 
     def quarantined(self, raw: str, found: Iterable[str]) -> bool:
-        """A rejected record (its raw text): holding the match, or one of the ids as a word."""
+        """A rejected record (its raw text): holding the match, or naming one of the ids as
+        a value: quoted (JSON, quoted CSV) or as a whole delimited field (plain CSV) — not
+        merely as a word, so a short id never takes unrelated records with it."""
         if self._matches(raw):
             return True
-        return any(re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", raw) for i in found)
+        return any(_names_id(raw, i) for i in found)
+
+
+def _names_id(raw: str, conversation_id: str) -> bool:
+    value = re.escape(conversation_id)
+    quoted = rf"[\"']{value}[\"']"
+    field = rf"(?:^|[,;\t|]){value}(?:$|[,;\t|\r\n])"
+    return re.search(quoted, raw) is not None or re.search(field, raw) is not None
 
 
 @dataclass
