@@ -188,3 +188,12 @@ def test_forget_from_the_command_line(tmp_path, monkeypatch, capsys) -> None:
     assert _leftovers(store, "gone") == []
     assert main(["forget", "--id", "gone"]) == 0
     assert capsys.readouterr().out.startswith("nothing to forget")
+
+
+def test_a_quarantine_record_goes_when_it_names_the_id_as_a_value() -> None:
+    selector = Selector(ids=frozenset({"a"}))
+    assert selector.quarantined('"a","not a time","user","hi"', {"a"})
+    assert selector.quarantined('{"conversation_id": "a", "timestamp": "x"}', {"a"})
+    assert selector.quarantined("a,not a time,user,hi", {"a"})
+    assert not selector.quarantined('"c","not a time","user","a b c"', {"a"})
+    assert Selector(match="Jane").quarantined('"c","x","user","hi JANE"', set())
