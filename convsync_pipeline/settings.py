@@ -280,6 +280,20 @@ def display_redactor(env: Mapping[str, str] | None = None) -> Redactor:
     """The redactor for text shown to people (metadata, logs, report, CLI), from the same two
     variables as the model path; reads only those, so a display never fails on another one."""
     env = os.environ if env is None else env
+    return _display_redactor(env.get("CONVSYNC_REDACT"), env.get("CONVSYNC_REDACT_PATTERNS"))
+
+
+@functools.lru_cache(maxsize=8)
+def _display_redactor(enabled: str | None, patterns: str | None) -> Redactor:
+    """Keyed by the two raw values: a report's every cell does not re-read the settings."""
+    env = {
+        name: value
+        for name, value in (
+            ("CONVSYNC_REDACT", enabled),
+            ("CONVSYNC_REDACT_PATTERNS", patterns),
+        )
+        if value is not None
+    }
     return _redactor(_bool(env, "CONVSYNC_REDACT", True), redact_patterns(env))
 
 
