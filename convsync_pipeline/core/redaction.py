@@ -16,7 +16,8 @@ Deliberate trade-offs (precision vs. recall; a leak is worse than a lost order n
 - A phone number is 7-15 digits that either starts with `+`, or is written with phone-style
   separators (spaces, dashes, dots, parentheses), or is a bare run of 10-15 digits. Dates
   (2026-02-11 14:03, 11/02/2026), times and dotted IP addresses are left alone, and so are
-  bare runs of fewer than 10 digits (order and ticket numbers). Numbers written with
+  bare runs of fewer than 10 digits (order and ticket numbers), and so are UUIDs (run ids
+  shown next to redacted text must stay whole). Numbers written with
   separators, such as "12-345-67", are redacted even when they are not phone numbers.
 """
 
@@ -45,6 +46,8 @@ _CARD_RE = re.compile(r"(?<![\w+])\d(?:[ -]?\d){12,18}(?!\w)")
 # whatever matched, so "2026-02-11 14:03" is a date, never a phone.
 _PHONE_RE = re.compile(
     r"(?P<keep>"
+    r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![\w-])"  # a UUID
+    r"|"
     r"\d{4}([-/.])\d{1,2}\2\d{1,2}(?:[T ]\d{1,2}(?::\d{2}){1,2})?(?!\.?\d)"  # 2026-02-11 14:03
     r"|\d{1,2}([-/.])\d{1,2}\3\d{4}(?!\.?\d)"  # 11/02/2026, 11.02.2026, 11-02-2026
     r"|\d{1,2}/\d{1,2}/\d{2}(?![\d/])"  # 11/02/26

@@ -205,3 +205,10 @@ def test_settings_validate_the_patterns_at_start_up() -> None:
     listed = load_settings({"CONVSYNC_REDACT_PATTERNS": r'["ACME-\\d+", "secret"]'})
     assert listed.redactor("ACME-1 secret") == f"{CUSTOM} {CUSTOM}"
     assert load_settings({"CONVSYNC_REDACT": "false"}).redactor("a@b.example") == "a@b.example"
+
+
+@pytest.mark.parametrize(
+    "uuid", ["12345678-1234-5678-1234-567812345678", "b4d2e8f0-1234-5678-9abc-def012345678"]
+)
+def test_uuids_are_never_taken_for_phone_numbers(uuid: str) -> None:
+    assert redact(f"run {uuid} failed; call 555-123-4567") == f"run {uuid} failed; call {PHONE}"
