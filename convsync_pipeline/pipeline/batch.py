@@ -47,6 +47,7 @@ from convsync_pipeline.core.batch_ledger import BatchRecord, new_token
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change
+from convsync_pipeline.core.redaction import Redactor
 from convsync_pipeline.pipeline.documents import DateWriter, Draft
 from convsync_pipeline.pipeline.ledger import LedgerFile, parse_ledger, read_ledger
 from convsync_pipeline.store.base import Lease, Store
@@ -88,7 +89,7 @@ class BatchPass:
         *,
         model: str,
         max_attempts: int,
-        redact: bool = True,
+        redactor: Redactor | None = None,
         max_requests: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
@@ -96,7 +97,7 @@ class BatchPass:
         self.date = writer.date
         self.model = model
         self.max_attempts = max_attempts
-        self.redact = redact
+        self.redactor = redactor or Redactor()
         self.max_requests = max_requests or MAX_REQUESTS_PER_FILE
         self.max_bytes = max_bytes or MAX_BYTES_PER_FILE
         self.ledger = LedgerFile(store, self.date, lease)
@@ -246,6 +247,8 @@ class BatchPass:
                     message = result.error or "the batch returned an error for this request"
                 else:
                     message = f"OpenAI batch {batch_name} ended ({ended}) without an answer for it"
+                # An error line may echo the request's words: stored redacted, as live.
+                message = self.redactor(message)
                 updated = status.record_failure(conversation, message, self.max_attempts)
                 changes.append(Change.between(conversation, status.leave_batch(updated)))
                 counted["failed"] += 1
@@ -298,7 +301,7 @@ class BatchPass:
                     conversation.id,
                     conversation.retry_count + 1,
                     self.model,
-                    build_messages(conversation, redact=self.redact),
+                    build_messages(conversation, redactor=self.redactor),
                     response_format,
                 ),
             )
