@@ -167,30 +167,8 @@ class BatchPass:
         if system_errors:
             raise BatchSystemError("; ".join(system_errors))
 
-    def _fold(self, token: str, info: BatchInfo) -> str | None:
-        """Fold one ended batch: the system message if it failed as a whole, else None."""
-        record = self.ledger.ledger.find(token)
-        model = record.model if record is not None and record.model else self.model
-        failure = info.system_failure(model)
-        if failure is not None:
-            released = self._release(token, failure)
-            self.ledger.update(
-                token,
-                state="collected",
-                provider_status=info.status,
-                request_counts=info.request_counts,
-                collected_at=utc_now_iso(),
-                collected_by=self.lease.owner,
-                released=released,
-                error=failure,
-            )
-            self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
-            return failure
-        results = parse_results(
-            self.client.content(info.output_file_id), self.client.content(info.error_file_id)
-        )
-        succeeded, failed, usage = self._settle(token, info, results, model)
-        cost = estimate_cost_usd(model, usage, batch=True)
+    def _mark_collected(self, token: str, info: BatchInfo, **fields: Any) -> None:
+        """Record in the ledger that the batch `token` ended and was folded in."""
         self.ledger.update(
             token,
             state="collected",
@@ -198,12 +176,31 @@ class BatchPass:
             request_counts=info.request_counts,
             collected_at=utc_now_iso(),
             collected_by=self.lease.owner,
+            **fields,
+        )
+        self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
+
+    def _fold(self, token: str, info: BatchInfo) -> str | None:
+        """Fold one ended batch: the system message if it failed as a whole, else None."""
+        record = self.ledger.ledger.find(token)
+        model = record.model if record is not None and record.model else self.model
+        failure = info.system_failure(model)
+        if failure is not None:
+            released = self._release(token, failure)
+            self._mark_collected(token, info, released=released, error=failure)
+            return failure
+        results = parse_results(
+            self.client.content(info.output_file_id), self.client.content(info.error_file_id)
+        )
+        succeeded, failed, usage = self._settle(token, info, results, model)
+        self._mark_collected(
+            token,
+            info,
             succeeded=succeeded,
             failed_attempts=failed,
             usage=usage.model_dump(),
-            estimated_cost_usd=cost,
+            estimated_cost_usd=estimate_cost_usd(model, usage, batch=True),
         )
-        self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
         return None
 
     def _settle(
