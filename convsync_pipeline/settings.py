@@ -9,11 +9,16 @@ others become the values of the resources' fields (`resources/`), which a run ma
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import logging
 import os
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
+
+from convsync_pipeline.core.redaction import PatternError, Redactor, compile_patterns
 
 DEFAULT_STORE = "./convsync-store"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -36,6 +41,9 @@ class Settings(BaseModel):
 
     store: str = DEFAULT_STORE
     s3_endpoint_url: str | None = None
+    store_access: str = "owner"
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
     analyzer: str = "local"
     openai_model: str = DEFAULT_OPENAI_MODEL
     openai_base_url: str | None = None
@@ -51,6 +59,7 @@ class Settings(BaseModel):
     tokens_per_minute: int | None = None
     request_timeout_seconds: float = 60.0
     redact: bool = True
+    redact_patterns: tuple[str, ...] = ()
     retry_delay_seconds: float = 2.0
     ingest_memory_mb: int = DEFAULT_INGEST_MEMORY_MB
     max_inflate_ratio: float = 100.0
@@ -66,6 +75,11 @@ class Settings(BaseModel):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def redactor(self) -> Redactor:
+        """The one redaction for the model path and every display (patterns checked at load)."""
+        return _redactor(self.redact, self.redact_patterns)
 
     @property
     def ingest_memory_bytes(self) -> int:
@@ -176,6 +190,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         store=store,
         s3_endpoint_url=_text(env, "CONVSYNC_S3_ENDPOINT_URL"),
+        store_access=_store_access(env),
+        s3_sse=_s3_sse(env),
+        s3_kms_key_id=_text(env, "CONVSYNC_S3_KMS_KEY_ID"),
         analyzer=analyzer,
         openai_model=_text(env, "CONVSYNC_OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
         openai_base_url=_text(env, "OPENAI_BASE_URL"),
@@ -191,6 +208,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tokens_per_minute=_int(env, "CONVSYNC_TOKENS_PER_MINUTE", None, 1, 1_000_000_000),
         request_timeout_seconds=_float(env, "CONVSYNC_REQUEST_TIMEOUT_SECONDS", 60.0, 1.0, 3_600.0),
         redact=_bool(env, "CONVSYNC_REDACT", True),
+        redact_patterns=redact_patterns(env),
         retry_delay_seconds=_float(env, "CONVSYNC_RETRY_DELAY_SECONDS", 2.0, 0.0, 3_600.0),
         ingest_memory_mb=_int(
             env, "CONVSYNC_INGEST_MEMORY_MB", DEFAULT_INGEST_MEMORY_MB, 16, 1_048_576
@@ -211,9 +229,115 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+STORE_ACCESS = ("owner", "group")
+S3_SSE = ("AES256", "aws:kms")
+
+
+def _store_access(env: Mapping[str, str]) -> str:
+    """CONVSYNC_STORE_ACCESS: who may read a folder store's files (owner: 0600/0700)."""
+    value = (_text(env, "CONVSYNC_STORE_ACCESS") or "owner").lower()
+    if value not in STORE_ACCESS:
+        raise SettingsError(
+            f"CONVSYNC_STORE_ACCESS must be 'owner' (files 0600, folders 0700) or 'group' "
+            f"(0640, 0750), got {value!r}"
+        )
+    return value
+
+
+def _s3_sse(env: Mapping[str, str]) -> str | None:
+    """CONVSYNC_S3_SSE: server-side encryption of every object written (AES256 or aws:kms)."""
+    value = _text(env, "CONVSYNC_S3_SSE")
+    key = _text(env, "CONVSYNC_S3_KMS_KEY_ID")
+    if value is not None and value not in S3_SSE:
+        raise SettingsError(f"CONVSYNC_S3_SSE must be 'AES256' or 'aws:kms', got {value!r}")
+    if key is not None and value != "aws:kms":
+        raise SettingsError(
+            "CONVSYNC_S3_KMS_KEY_ID is set but CONVSYNC_S3_SSE is not 'aws:kms': "
+            "set CONVSYNC_S3_SSE=aws:kms to encrypt with that key"
+        )
+    return value
+
+
 def _spill_dir(env: Mapping[str, str]) -> str | None:
     """CONVSYNC_SPILL_DIR: where ingest spills a large upload (default: the system's temp)."""
     path = _text(env, "CONVSYNC_SPILL_DIR")
     if path is not None and not os.path.isdir(path):
         raise SettingsError(f"CONVSYNC_SPILL_DIR must be an existing folder, got {path!r}")
     return path
+
+
+def redact_patterns(env: Mapping[str, str]) -> tuple[str, ...]:
+    """CONVSYNC_REDACT_PATTERNS: a JSON list of regular expressions, or one expression.
+
+    Each is compiled here, at start-up, so a typo is reported naming the variable and the
+    pattern instead of surfacing as an unredacted line in the middle of a run.
+    """
+    raw = _text(env, "CONVSYNC_REDACT_PATTERNS")
+    if raw is None:
+        return ()
+    sources: list[str] = [raw]
+    if raw.startswith("["):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None  # not JSON: a single expression such as "[A-Z]{3}-\\d+"
+        if isinstance(parsed, list):
+            if not all(isinstance(item, str) and item for item in parsed):
+                raise SettingsError(
+                    "CONVSYNC_REDACT_PATTERNS must be a JSON list of non-empty strings, "
+                    f"got {raw!r}"
+                )
+            sources = parsed
+    try:
+        compile_patterns(sources)
+    except PatternError as error:
+        raise SettingsError(f"CONVSYNC_REDACT_PATTERNS: {error}") from None
+    return tuple(sources)
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(enabled: bool, sources: tuple[str, ...]) -> Redactor:
+    return Redactor(enabled=enabled, patterns=compile_patterns(sources))
+
+
+def display_redactor(env: Mapping[str, str] | None = None) -> Redactor:
+    """The redactor for text shown to people (metadata, logs, report, CLI), from the same two
+    variables as the model path; reads only those, so a display never fails on another one."""
+    env = os.environ if env is None else env
+    return _display_redactor(env.get("CONVSYNC_REDACT"), env.get("CONVSYNC_REDACT_PATTERNS"))
+
+
+@functools.lru_cache(maxsize=8)
+def _display_redactor(enabled: str | None, patterns: str | None) -> Redactor:
+    """Keyed by the two raw values: a report's every cell does not re-read the settings."""
+    env = {
+        name: value
+        for name, value in (
+            ("CONVSYNC_REDACT", enabled),
+            ("CONVSYNC_REDACT_PATTERNS", patterns),
+        )
+        if value is not None
+    }
+    return _redactor(_bool(env, "CONVSYNC_REDACT", True), redact_patterns(env))
+
+
+class RedactingFilter(logging.Filter):
+    """Every line of the `convsync` logger through the display redactor: a log line is text
+    leaving the store like any other (compute logs, the Dagster event log, a terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed call: logging reports it itself
+        redacted = display_redactor()(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter once to the `convsync` logger (idempotent)."""
+    logger = logging.getLogger("convsync")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())

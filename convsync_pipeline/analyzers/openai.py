@@ -61,7 +61,7 @@ from convsync_pipeline.core.analysis import (
     fingerprint,
 )
 from convsync_pipeline.core.document import Conversation
-from convsync_pipeline.core.redaction import redact as redact_text
+from convsync_pipeline.core.redaction import Redactor, compile_patterns
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +190,21 @@ def openai_analysis_version(model: str) -> str:
     return analysis_version("openai", model.strip(), PROMPT_VERSION, PROMPT_FINGERPRINT)
 
 
-def build_messages(conversation: Conversation, *, redact: bool = True) -> list[dict[str, str]]:
+def build_messages(
+    conversation: Conversation, *, redact: bool = True, redactor: Redactor | None = None
+) -> list[dict[str, str]]:
     """The chat messages for one conversation: the fixed system prefix, then the data.
 
     The data is one JSON document with one message per line: readable for the model without
     paying tokens for indentation.
     """
+    redactor = redactor or Redactor(enabled=redact)
     lines = [
         json.dumps(
             {
                 "role": message.role,
                 "timestamp": message.timestamp,
-                "content": redact_text(message.content) if redact else message.content,
+                "content": redactor(message.content),
             },
             ensure_ascii=False,
         )
@@ -262,6 +265,7 @@ class OpenAIAnalyzer:
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
         redact: bool = True,
+        redact_patterns: tuple[str, ...] = (),
         max_completion_tokens: int | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
@@ -275,6 +279,9 @@ class OpenAIAnalyzer:
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self.redact = redact
+        self.redact_patterns = tuple(redact_patterns)
+        # compiled once; a bad pattern fails here, before any request
+        self._redactor = Redactor(enabled=redact, patterns=compile_patterns(redact_patterns))
         self.max_completion_tokens = max_completion_tokens
         self.limiter = limiter or RateLimiter(requests_per_minute, tokens_per_minute)
         # Built once: converting the model to a strict schema on every call cost about as much
@@ -405,7 +412,7 @@ class OpenAIAnalyzer:
         client = self._get_client()
         if self._system_error is not None:
             raise SystemAnalysisError(self._system_error)
-        messages = build_messages(conversation, redact=self.redact)
+        messages = build_messages(conversation, redactor=self._redactor)
         reservation: Reservation = await self.limiter.acquire(estimate_tokens(messages))
         if self._system_error is not None:  # another call failed while this one waited
             raise SystemAnalysisError(self._system_error)

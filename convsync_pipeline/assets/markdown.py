@@ -9,8 +9,13 @@ from convsync_pipeline.core.document import StatusSummary
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], limit: int = 50) -> str:
-    """A markdown table, cut at `limit` rows with a note, so huge runs stay readable."""
-    rows = list(rows)
+    """A markdown table, cut at `limit` rows with a note, so huge runs stay readable. Every
+    text cell goes through the display redactor: this is how conversation text (and errors
+    or topics derived from it) reaches the event log."""
+    from convsync_pipeline.settings import display_redactor
+
+    redactor = display_redactor()
+    rows = [[redactor(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows[:limit]:
         cells = (plain(cell).replace("|", "\\|").replace("\n", " ") for cell in row)

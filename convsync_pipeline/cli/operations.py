@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     failed.add_argument("date", nargs="?", metavar="DATE", help="one date (default: all)")
     _range_arguments(failed)
     failed.add_argument("--json", action="store_true", help="print a JSON list")
+    _show_text_argument(failed)
     failed.set_defaults(handler=_failed)
 
     requeue = commands.add_parser(
@@ -111,6 +112,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     compact.set_defaults(handler=_compact)
 
+    forget = commands.add_parser(
+        "forget",
+        help="erase conversations everywhere convsync keeps them (--id ID… or --match TEXT)",
+        description=(
+            "Erase conversations from date documents and their log, staging, quarantine "
+            "records and summaries, under each date's lock, and record a tombstone so a "
+            "re-upload never brings them back. Uploads under incoming/ are listed, never "
+            "touched. Running it again changes nothing."
+        ),
+    )
+    forget.add_argument(
+        "--id", dest="ids", action="extend", nargs="+", metavar="ID", default=[],
+        help="conversation ids to erase",
+    )
+    forget.add_argument(
+        "--match", metavar="TEXT",
+        help="erase every conversation whose id or words contain TEXT (case-insensitive)",
+    )
+    forget.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be removed; take no lock, write nothing",
+    )
+    _range_arguments(forget)
+    _show_text_argument(forget)
+    forget.set_defaults(handler=_forget)
+
     report = commands.add_parser(
         "report",
         help="write a self-contained HTML report with charts (opens offline)",
@@ -128,6 +156,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="where to write the page (default: report.html in the current folder)",
     )
     report.set_defaults(handler=_report)
+
+
+def _show_text_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--show-text",
+        action="store_true",
+        help="show customers' words and errors unredacted (for an operator; default: "
+        "redacted like everything convsync shows)",
+    )
 
 
 def _range_arguments(parser: argparse.ArgumentParser) -> None:
@@ -308,6 +345,7 @@ def _status(args: argparse.Namespace) -> int:
 @_user_errors
 def _failed(args: argparse.Namespace) -> int:
     from convsync_pipeline.cli import CommandError
+    from convsync_pipeline.core.redaction import Redactor
     from convsync_pipeline.operations.deadletters import list_failed
 
     if args.date and (args.start or args.end):
@@ -318,7 +356,9 @@ def _failed(args: argparse.Namespace) -> int:
     store = existing_store(settings)
     dates = [date] if date else stored_dates(store, start, end)
     with ProgressLine("failed") as progress:
-        listing = list_failed(store, dates, progress)
+        listing = list_failed(
+            store, dates, progress, Redactor(enabled=False) if args.show_text else None
+        )
     if date:
         _no_document(listing.problems, date)
     if args.json:
@@ -522,6 +562,33 @@ def _compact(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+@_user_errors
+def _forget(args: argparse.Namespace) -> int:
+    from convsync_pipeline.operations.forget import Selector, forget, forget_dates
+    from convsync_pipeline.settings import display_redactor
+
+    selector = Selector(ids=frozenset(args.ids), match=args.match)
+    start, end = check_range(args.start, args.end)
+    settings = load_settings()
+    store = existing_store(settings)
+    dates = [
+        d for d in forget_dates(store) if (not start or d >= start) and (not end or d <= end)
+    ]
+    with ProgressLine("forget") as progress:
+        report = forget(
+            store,
+            locks_from_settings(store, settings),
+            selector,
+            owner=owner_id("forget"),
+            dry_run=args.dry_run,
+            dates=dates,
+            progress=progress,
+        )
+    text = report.describe()
+    print(text if args.show_text else display_redactor()(text))
     return 0
 
 

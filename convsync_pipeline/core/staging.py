@@ -113,6 +113,17 @@ class StagedUpload:
             texts=pa.array(texts, type=_TEXT),
         )
 
+    def keeping(self, keep: Sequence[bool]) -> StagedUpload:
+        """The same upload with only the rows where `keep` is true (erasure, tombstones)."""
+        mask = pa.array(keep, type=pa.bool_())
+        return StagedUpload(
+            upload=self.upload,
+            etag=self.etag,
+            date=self.date,
+            ids=self.ids.filter(mask),
+            texts=self.texts.filter(mask),
+        )
+
     def conversations(self) -> list[ConversationRecord]:
         """The staged conversations as JSON records (for inspection and tests)."""
         return json.loads("[" + SEPARATOR.join(self.texts.to_pylist()) + "]")

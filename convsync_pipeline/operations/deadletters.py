@@ -19,6 +19,7 @@ from convsync_pipeline.core import status
 from convsync_pipeline.core.document import Conversation, DateDocument
 from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.keys import document_key
+from convsync_pipeline.core.redaction import Redactor
 from convsync_pipeline.operations import (
     DocumentProblem,
     OperationError,
@@ -89,13 +90,19 @@ class RequeueOutcome:
         return not self.unknown and not self.not_failed
 
 
-def first_customer_words(conversation: Conversation, limit: int = FIRST_WORDS_CHARS) -> str:
-    """What the customer opened with, on one line, cut at a word near `limit` characters."""
+def first_customer_words(
+    conversation: Conversation,
+    limit: int = FIRST_WORDS_CHARS,
+    redactor: Redactor | None = None,
+) -> str:
+    """What the customer opened with, on one line, cut at a word near `limit` characters;
+    redacted before the cut, so a card number is never half-shown."""
     messages = conversation.messages
     chosen = next((m for m in messages if m.role.strip().lower() in CUSTOMER_ROLES), None)
     if chosen is None:
         chosen = next((m for m in messages if m.role.strip().lower() != "system"), None)
     text = _SPACE.sub(" ", chosen.content).strip() if chosen else ""
+    text = redactor(text) if redactor else text
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
@@ -104,8 +111,15 @@ def first_customer_words(conversation: Conversation, limit: int = FIRST_WORDS_CH
     return cut.rstrip(" ,;:.") + "…"
 
 
-def failed_in(document: DateDocument) -> list[FailedConversation]:
-    """Failed conversations, and re-analyses that failed (their old answer kept)."""
+def failed_in(
+    document: DateDocument, redactor: Redactor | None = None
+) -> list[FailedConversation]:
+    """The failed conversations, and re-analyses that failed (their old answer kept), their
+    words and error through `redactor` (default: the display redactor of CONVSYNC_REDACT /
+    CONVSYNC_REDACT_PATTERNS)."""
+    from convsync_pipeline.settings import display_redactor
+
+    redactor = redactor or display_redactor()
     found = []
     for c in document.conversations:
         if c.processing_status == "failed":
@@ -120,8 +134,8 @@ def failed_in(document: DateDocument) -> list[FailedConversation]:
                 date=document.date,
                 id=c.id,
                 attempts=c.retry_count,
-                last_error=error,
-                first_words=first_customer_words(c),
+                last_error=redactor(error) if error else None,
+                first_words=first_customer_words(c, redactor=redactor),
                 source=c.source,
                 reanalysis_to=to,
             )
@@ -130,7 +144,10 @@ def failed_in(document: DateDocument) -> list[FailedConversation]:
 
 
 def list_failed(
-    store: Store, dates: Iterable[str], progress: Progress | None = None
+    store: Store,
+    dates: Iterable[str],
+    progress: Progress | None = None,
+    redactor: Redactor | None = None,
 ) -> FailedListing:
     """Failed conversations of `dates`; documents that cannot be read are listed as problems."""
     listing = FailedListing()
@@ -139,7 +156,7 @@ def list_failed(
         if isinstance(found, DocumentProblem):
             listing.problems.append(found)
         else:
-            listing.entries.extend(failed_in(found.document))
+            listing.entries.extend(failed_in(found.document, redactor))
     return listing
 
 

@@ -23,6 +23,7 @@ from convsync_pipeline.core.document import DateDocument, StatusSummary
 from convsync_pipeline.core.summary import build_daily_summary, topics_of
 from convsync_pipeline.operations import DocumentProblem, Progress, load_many, stored_dates
 from convsync_pipeline.operations.deadletters import FailedConversation, failed_in
+from convsync_pipeline.settings import display_redactor
 from convsync_pipeline.store.base import Store
 
 TOP_TOPICS = 12
@@ -149,7 +150,10 @@ MAX_X_LABELS = 7  # date labels under a column chart: few enough to fit a phone'
 
 def _text(value: object) -> str:
     """Every piece of text the page shows, and every attribute value, passes through here:
-    escaped, because topics, errors and customer words are untrusted model or user output."""
+    escaped, because topics, errors and customer words are untrusted model or user output,
+    and redacted (the page is mailed around): text through the display redactor."""
+    if isinstance(value, str):
+        value = display_redactor()(value)
     return escape(str(value), quote=True)
 
 

@@ -42,6 +42,7 @@ from convsync_pipeline.core.analysis import (
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change, DateState
 from convsync_pipeline.core.priority import urgency
+from convsync_pipeline.core.redaction import Redactor
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
@@ -123,8 +124,10 @@ class _Pass:
         lease: Lease,
         report: AnalysisReport,
         max_attempts: int,
+        redactor: Redactor,
     ):
         self.writer = DateWriter.over(store, loaded, lease)
+        self.redactor = redactor
         self.report = report
         self.max_attempts = max_attempts
         self.results: list[Change] = []  # finished requests, for the next entry
@@ -286,7 +289,14 @@ def analyse_date(
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
-        run = _Pass(store, load_document(store, date), lease, report, settings.max_attempts)
+        run = _Pass(
+            store,
+            load_document(store, date),
+            lease,
+            report,
+            settings.max_attempts,
+            settings.redactor,
+        )
         try:
             if any(
                 c.processing_status == "processing" and status.batch_of(c) is None
@@ -319,7 +329,8 @@ def _with_batches(
     client = make_batch_client()
     batches = BatchPass(
         store, run.writer, lease, client,
-        model=settings.openai_model, max_attempts=settings.max_attempts, redact=settings.redact,
+        model=settings.openai_model, max_attempts=settings.max_attempts,
+        redactor=settings.redactor,
     )
     report = run.report
     report.batch = batches.outcome
@@ -475,6 +486,10 @@ def _fold(
         message = str(error)
     else:  # a bug or an unexpected library error: still one failed attempt, with its cause kept
         message = f"unexpected {type(error).__name__}: {error}"
+    # processingError is shown in the UI, the report and the CLI: a model's refusal or broken
+    # output may echo the customer's words, so it is stored redacted.
+    message = run.redactor(message)
+    if not isinstance(error, ConversationAnalysisError):
         log.warning("analysis of %s failed unexpectedly: %s", conversation.id, message)
     updated = status.record_failure(conversation, message, max_attempts)
     run.result(index, updated)

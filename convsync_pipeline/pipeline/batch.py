@@ -47,6 +47,7 @@ from convsync_pipeline.core.batch_ledger import BatchRecord, new_token
 from convsync_pipeline.core.dates import utc_now_iso
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.journal import Change
+from convsync_pipeline.core.redaction import Redactor
 from convsync_pipeline.pipeline.documents import DateWriter, Draft
 from convsync_pipeline.pipeline.ledger import LedgerFile, parse_ledger, read_ledger
 from convsync_pipeline.store.base import Lease, Store
@@ -88,7 +89,7 @@ class BatchPass:
         *,
         model: str,
         max_attempts: int,
-        redact: bool = True,
+        redactor: Redactor | None = None,
         max_requests: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
@@ -96,7 +97,7 @@ class BatchPass:
         self.date = writer.date
         self.model = model
         self.max_attempts = max_attempts
-        self.redact = redact
+        self.redactor = redactor or Redactor()
         self.max_requests = max_requests or MAX_REQUESTS_PER_FILE
         self.max_bytes = max_bytes or MAX_BYTES_PER_FILE
         self.ledger = LedgerFile(store, self.date, lease)
@@ -166,30 +167,8 @@ class BatchPass:
         if system_errors:
             raise BatchSystemError("; ".join(system_errors))
 
-    def _fold(self, token: str, info: BatchInfo) -> str | None:
-        """Fold one ended batch: the system message if it failed as a whole, else None."""
-        record = self.ledger.ledger.find(token)
-        model = record.model if record is not None and record.model else self.model
-        failure = info.system_failure(model)
-        if failure is not None:
-            released = self._release(token, failure)
-            self.ledger.update(
-                token,
-                state="collected",
-                provider_status=info.status,
-                request_counts=info.request_counts,
-                collected_at=utc_now_iso(),
-                collected_by=self.lease.owner,
-                released=released,
-                error=failure,
-            )
-            self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
-            return failure
-        results = parse_results(
-            self.client.content(info.output_file_id), self.client.content(info.error_file_id)
-        )
-        succeeded, failed, usage = self._settle(token, info, results, model)
-        cost = estimate_cost_usd(model, usage, batch=True)
+    def _mark_collected(self, token: str, info: BatchInfo, **fields: Any) -> None:
+        """Record in the ledger that the batch `token` ended and was folded in."""
         self.ledger.update(
             token,
             state="collected",
@@ -197,12 +176,31 @@ class BatchPass:
             request_counts=info.request_counts,
             collected_at=utc_now_iso(),
             collected_by=self.lease.owner,
+            **fields,
+        )
+        self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
+
+    def _fold(self, token: str, info: BatchInfo) -> str | None:
+        """Fold one ended batch: the system message if it failed as a whole, else None."""
+        record = self.ledger.ledger.find(token)
+        model = record.model if record is not None and record.model else self.model
+        failure = info.system_failure(model)
+        if failure is not None:
+            released = self._release(token, failure)
+            self._mark_collected(token, info, released=released, error=failure)
+            return failure
+        results = parse_results(
+            self.client.content(info.output_file_id), self.client.content(info.error_file_id)
+        )
+        succeeded, failed, usage = self._settle(token, info, results, model)
+        self._mark_collected(
+            token,
+            info,
             succeeded=succeeded,
             failed_attempts=failed,
             usage=usage.model_dump(),
-            estimated_cost_usd=cost,
+            estimated_cost_usd=estimate_cost_usd(model, usage, batch=True),
         )
-        self.outcome.collected.append(self._row(self.ledger.ledger.find(token)))
         return None
 
     def _settle(
@@ -246,6 +244,8 @@ class BatchPass:
                     message = result.error or "the batch returned an error for this request"
                 else:
                     message = f"OpenAI batch {batch_name} ended ({ended}) without an answer for it"
+                # An error line may echo the request's words: stored redacted, as live.
+                message = self.redactor(message)
                 updated = status.record_failure(conversation, message, self.max_attempts)
                 changes.append(Change.between(conversation, status.leave_batch(updated)))
                 counted["failed"] += 1
@@ -298,7 +298,7 @@ class BatchPass:
                     conversation.id,
                     conversation.retry_count + 1,
                     self.model,
-                    build_messages(conversation, redact=self.redact),
+                    build_messages(conversation, redactor=self.redactor),
                     response_format,
                 ),
             )

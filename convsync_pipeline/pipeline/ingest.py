@@ -38,6 +38,7 @@ from convsync_pipeline.core.records import ParsedUpload
 from convsync_pipeline.core.rendering import render_messages
 from convsync_pipeline.core.spill import Grouping
 from convsync_pipeline.core.staging import StagedUpload, StagingWriter
+from convsync_pipeline.core.tombstone import Tombstone, tombstone_key
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import ObjectInfo, Store, StoreError
 
@@ -176,9 +177,15 @@ def ingest_version(
             conversations_by_date: dict[str, int] = {}
             staged = Path(tmp) / "staged.arrow"
             for date, chunks in grouping.dates():
+                # Erased conversations (`convsync forget`) are not staged again: a re-upload
+                # of the same export never brings their words back into the store.
+                tombstone = Tombstone.from_json(date, store.read(tombstone_key(date)))
                 with pa.OSFile(str(staged), "wb") as file:
                     writer = StagingWriter(file, key, etag, date)
                     for ids, texts in chunks:
+                        if tombstone:
+                            keep = pa.array([i not in tombstone for i in ids.to_pylist()])
+                            ids, texts = ids.filter(keep), texts.filter(keep)
                         writer.write(ids, texts)
                     writer.close()
                 store.write_file(staging_key(date, key, etag), str(staged))

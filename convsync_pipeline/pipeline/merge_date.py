@@ -10,6 +10,7 @@ from convsync_pipeline.core.conversations import StagedMerge, merge_staged
 from convsync_pipeline.core.document import dump_json
 from convsync_pipeline.core.journal import IdState, checkpoint_due
 from convsync_pipeline.core.keys import entry_key
+from convsync_pipeline.core.tombstone import Tombstone, tombstone_key
 from convsync_pipeline.pipeline.documents import (
     DateWriter,
     Draft,
@@ -58,7 +59,7 @@ def merge_date(store: Store, locks: DateLocks, date: str, owner: str) -> MergeRe
         merged = _merged_keys(store, date)
         fresh = staged_uploads(store, date, skip=frozenset(merged))
         staged_keys = [key for key, _ in fresh]
-        staged = [batch for _, batch in fresh]
+        staged = _without_forgotten(store, date, [batch for _, batch in fresh])
         del fresh
         view = load_ids(store, date)
         loaded = None
@@ -105,6 +106,25 @@ def merge_date(store: Store, locks: DateLocks, date: str, owner: str) -> MergeRe
             keys = sorted({*merged, *staged_keys})
             store.write(merged_marker_key(date), dump_json({"date": date, "staged": keys}))
         return report
+
+
+def _without_forgotten(store: Store, date: str, staged: list) -> list:
+    """The staged uploads minus the conversations erased by `convsync forget`: a re-upload of
+    the same export never brings them back."""
+    tombstone = Tombstone.from_json(date, store.read(tombstone_key(date)))
+    if not tombstone:
+        return staged
+    kept = []
+    for batch in staged:
+        keep = [conversation_id not in tombstone for conversation_id in batch.ids.to_pylist()]
+        if not all(keep):
+            log.info(
+                "[Merge] %s: %d conversation(s) of %s were erased (forget), not merged",
+                date, keep.count(False), tombstone_key(date),
+            )
+            batch = batch.keeping(keep)
+        kept.append(batch)
+    return kept
 
 
 def _merged_into_checkpoint(writer: DateWriter, found: StagedMerge) -> bool:

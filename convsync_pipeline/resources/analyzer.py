@@ -84,8 +84,13 @@ class AnalyzerResource(ConfigurableResource):
     )
     redact: bool = Field(
         default=True,
-        description="CONVSYNC_REDACT: mask e-mails, phone and card numbers before any text "
-        "leaves the machine.",
+        description="CONVSYNC_REDACT: mask e-mails, IBANs, phone and card numbers before any "
+        "text leaves the machine.",
+    )
+    redact_patterns: list[str] = Field(
+        default_factory=list,
+        description="CONVSYNC_REDACT_PATTERNS: the user's extra regular expressions, masked as "
+        "[REDACTED].",
     )
 
     @classmethod
@@ -102,6 +107,7 @@ class AnalyzerResource(ConfigurableResource):
             redact=settings.redact,
             mode=settings.openai_mode,  # type: ignore[arg-type]  # validated by load_settings
             batch_threshold=settings.batch_threshold,
+            redact_patterns=list(settings.redact_patterns),
         )
 
     def check_ready(self) -> None:
@@ -151,6 +157,7 @@ class AnalyzerResource(ConfigurableResource):
                 requests_per_minute=self.requests_per_minute,
                 tokens_per_minute=self.tokens_per_minute,
                 redact=self.redact,
+                redact_patterns=tuple(self.redact_patterns),
             )
         from convsync_pipeline.analyzers.local import LocalAnalyzer
 

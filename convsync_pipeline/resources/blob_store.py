@@ -42,17 +42,31 @@ class BlobStoreResource(ConfigurableResource):
         "comes from CONVSYNC_S3_ENDPOINT_URL. Unset: AWS itself, and for every setting "
         "(region, profile, credentials) the standard AWS chain.",
     )
+    access: str = Field(
+        default="owner",
+        description="CONVSYNC_STORE_ACCESS (folder store): 'owner' makes files 0600 and "
+        "folders 0700, 'group' 0640 and 0750, whatever the process umask.",
+    )
+    s3_sse: str | None = Field(
+        default=None,
+        description="CONVSYNC_S3_SSE: 'AES256' or 'aws:kms', applied to every object written.",
+    )
+    s3_kms_key_id: str | None = Field(
+        default=None, description="CONVSYNC_S3_KMS_KEY_ID: the KMS key of aws:kms."
+    )
     _store: Store | None = PrivateAttr(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "BlobStoreResource":
-        return cls(url=settings.store, s3=s3_resource(settings))
+        return cls(url=settings.store, s3=s3_resource(settings), **_protection(settings))
 
     @classmethod
     def at_launch(cls, settings: Settings) -> Any:
         """For `Definitions`: configured from `settings`, overridable per run, and shared by
         key with the resources that depend on it (the blob lock)."""
-        return cls.configure_at_launch(url=settings.store, s3=s3_resource(settings))
+        return cls.configure_at_launch(
+            url=settings.store, s3=s3_resource(settings), **_protection(settings)
+        )
 
     def open(self) -> Store:
         """The store, opened once for this resource (and run)."""
@@ -72,10 +86,24 @@ class BlobStoreResource(ConfigurableResource):
 
             bucket, prefix = parse_s3_url(url)
             s3 = self.s3 if self.s3 is not None else dagster_aws_s3()
-            return S3Store(s3.get_client(), bucket, prefix)  # type: ignore[attr-defined]
+            return S3Store(
+                s3.get_client(),  # type: ignore[attr-defined]
+                bucket,
+                prefix,
+                sse=self.s3_sse,
+                kms_key_id=self.s3_kms_key_id,
+            )
         from convsync_pipeline.store.local import LocalStore
 
-        return LocalStore(url.removeprefix("file://"))
+        return LocalStore(url.removeprefix("file://"), access=self.access)
+
+
+def _protection(settings: Settings) -> dict[str, Any]:
+    return {
+        "access": settings.store_access,
+        "s3_sse": settings.s3_sse,
+        "s3_kms_key_id": settings.s3_kms_key_id,
+    }
 
 
 def s3_resource(settings: Settings) -> ConfigurableResource | None:

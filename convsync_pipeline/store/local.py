@@ -57,6 +57,47 @@ def _signature(stat: os.stat_result) -> Signature:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
+@dataclass(frozen=True)
+class Modes:
+    """The permissions of what the folder store creates, set explicitly (chmod after
+    creating) so the process umask never widens them: customers' words are not for other
+    users of the machine (CONVSYNC_STORE_ACCESS)."""
+
+    file: int
+    folder: int
+
+    def make_dirs(self, path: Path) -> None:
+        """`mkdir -p`, each folder it creates getting `folder`; existing ones are left."""
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            if path.parent == path:
+                break
+            path = path.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by another writer, with these same modes
+            os.chmod(folder, self.folder)
+
+    def open_fd(self, path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+        fd = os.open(path, flags, self.file)
+        try:
+            os.fchmod(fd, self.file)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def create(self, path: Path) -> BinaryIO:
+        """A new file (never an existing one), opened for writing, with `file`."""
+        return os.fdopen(self.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
+
+
+MODES = {"owner": Modes(0o600, 0o700), "group": Modes(0o640, 0o750)}
+
+
 def _digest(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
@@ -71,8 +112,9 @@ class Digests:
 
     SETTLED_NS = 2_000_000_000
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, modes: Modes | None = None) -> None:
         self.folder = root / _INTERNAL_DIR / "digests"
+        self.modes = modes or MODES["owner"]
         self.memo: dict[str, tuple[Signature, str]] = {}
 
     def wrote(self, key: str, stat: os.stat_result, digest: str) -> str:
@@ -138,8 +180,9 @@ class Digests:
         body = json.dumps({"key": key, "signature": list(signature), "digest": digest})
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:  # a cache: losing it costs one hash; failing to write it costs nothing
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_text(body)
+            self.modes.make_dirs(path.parent)
+            with self.modes.create(temp) as handle:
+                handle.write(body.encode())
             os.replace(temp, path)
         except OSError:
             with contextlib.suppress(OSError):
@@ -207,12 +250,15 @@ class LocalLease:
 class LocalStore:
     """A store rooted at a local folder (`CONVSYNC_STORE=/path` or `file:///path`)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, access: str = "owner") -> None:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
-        self.digests = Digests(self.root)
+        if access not in MODES:
+            raise StoreError(f"store access must be one of {', '.join(MODES)}, got {access!r}")
+        self.modes = MODES[access]
+        self.digests = Digests(self.root, self.modes)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.modes.make_dirs(self.root)
         except OSError as error:
             raise StoreError(
                 f"cannot create the store folder {self.root} ({error.strerror}): "
@@ -292,10 +338,10 @@ class LocalStore:
 
     def _write_temp(self, path: Path, data: bytes | Path) -> Path:
         """`data` in a fsynced temp file beside `path`, ready to be renamed or linked."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.modes.make_dirs(path.parent)
         temp = path.with_name(f"{_TEMP_MARK}{path.name}.{secrets.token_hex(4)}")
         try:
-            with temp.open("wb") as handle:
+            with self.modes.create(temp) as handle:
                 if isinstance(data, Path):
                     with data.open("rb") as source:
                         shutil.copyfileobj(source, handle, 1 << 20)
@@ -340,8 +386,8 @@ class LocalStore:
             / "cas"
             / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
         )
-        guard.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o644)
+        self.modes.make_dirs(guard.parent)
+        fd = self.modes.open_fd(guard)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             current = self.digests.of_path(key, path)
@@ -395,8 +441,8 @@ class LocalStore:
     ) -> Iterator[LocalLease]:
         """`ttl_seconds` is unused here: the kernel ends the lease when the holder dies."""
         path = self._path(lock_key(date))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.modes.make_dirs(path.parent)
+        fd = self.modes.open_fd(path)
         try:
             self._flock_within(fd, path, date, wait_seconds)
             previous = _read_lock_body(path)

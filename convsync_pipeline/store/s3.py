@@ -209,8 +209,24 @@ def _lock_body(state: str, owner: str, generation: int, heartbeat: int, ttl: flo
 class S3Store:
     """The `Store` protocol on one S3 bucket (optionally under a prefix)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+    ) -> None:
         self._client = client
+        # CONVSYNC_S3_SSE: server-side encryption asked for on every PUT (documents, log
+        # entries, staging, quarantine, summaries, locks, indexes), so a bucket policy that
+        # denies unencrypted puts never refuses one of ours.
+        self._sse: dict[str, str] = {}
+        if sse:
+            self._sse["ServerSideEncryption"] = sse
+            if kms_key_id:
+                self._sse["SSEKMSKeyId"] = kms_key_id
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
@@ -341,7 +357,9 @@ class S3Store:
     def write(self, key: str, data: bytes | BinaryIO) -> None:
         check_key(key)
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=data, **self._sse
+            )
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "write", key) from exc
 
@@ -359,7 +377,7 @@ class S3Store:
         for attempt in range(CAS_ATTEMPTS):
             try:
                 response = self._client.put_object(
-                    Bucket=self.bucket, Key=self._full(key), Body=data, **condition
+                    Bucket=self.bucket, Key=self._full(key), Body=data, **condition, **self._sse
                 )
                 return _token(response["ETag"])
             except ClientError as exc:

@@ -6,7 +6,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convsync_pipeline.core.redaction import CARD, EMAIL, PHONE, luhn_valid, redact
+from convsync_pipeline.core.redaction import (
+    CARD,
+    CUSTOM,
+    EMAIL,
+    IBAN,
+    PHONE,
+    PatternError,
+    Redactor,
+    compile_patterns,
+    iban_valid,
+    luhn_valid,
+    redact,
+)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +143,72 @@ def test_any_plain_email_is_redacted(local: str, domain: str, tld: str) -> None:
     result = redact(f"mail {address} please")
     assert "@" not in result
     assert result == f"mail {EMAIL} please"
+
+
+# ------------------------------------------------------- IBANs and the user's own patterns
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DE89 3704 0044 0532 0130 00",
+        "DE89370400440532013000",
+        "GB82 WEST 1234 5698 7654 32",
+        "gb82west12345698765432",
+        "FR14 2004 1010 0505 0001 3M02 606",
+        "NL91ABNA0417164300",
+    ],
+)
+def test_valid_ibans_are_redacted(text: str) -> None:
+    assert redact(f"pay to {text}, thanks") == f"pay to {IBAN}, thanks"
+
+
+def test_an_iban_followed_by_words_keeps_the_words() -> None:
+    assert redact("IBAN DE89 3704 0044 0532 0130 00 AND THEN") == f"IBAN {IBAN} AND THEN"
+
+
+@pytest.mark.parametrize(
+    "text", ["DE88 3704 0044 0532 0130 00", "XX00 1234 5678 9012 34", "AB12CDEFGHIJKLMNOP"]
+)
+def test_strings_failing_mod_97_are_not_ibans(text: str) -> None:
+    assert IBAN not in redact(text)
+    assert not iban_valid(text)
+
+
+def test_user_patterns_are_masked_first() -> None:
+    patterns = compile_patterns([r"ACME-\d{6}", r"(?i)order #\d+"])
+    assert redact("ref ACME-004217, Order #55", patterns) == f"ref {CUSTOM}, {CUSTOM}"
+
+
+def test_redactor_can_be_switched_off_and_leaves_non_text_alone() -> None:
+    assert Redactor(enabled=False)("a@example.com") == "a@example.com"
+    assert Redactor()("a@example.com") == EMAIL
+    assert Redactor()(None) is None  # type: ignore[arg-type]
+
+
+def test_bad_patterns_are_refused_naming_them() -> None:
+    with pytest.raises(PatternError, match=r"'\(abc' is not a valid regular expression"):
+        compile_patterns(["(abc"])
+    with pytest.raises(PatternError, match="matches the empty string"):
+        compile_patterns(["x*"])
+
+
+def test_settings_validate_the_patterns_at_start_up() -> None:
+    from convsync_pipeline.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"CONVSYNC_REDACT_PATTERNS: '\[a-' is not a valid"):
+        load_settings({"CONVSYNC_REDACT_PATTERNS": '["ok", "[a-"]'})
+    with pytest.raises(SettingsError, match="CONVSYNC_REDACT_PATTERNS must be a JSON list"):
+        load_settings({"CONVSYNC_REDACT_PATTERNS": '["ok", 3]'})
+    single = load_settings({"CONVSYNC_REDACT_PATTERNS": r"[A-Z]{3}-\d+"})
+    assert single.redactor("see ABC-12") == f"see {CUSTOM}"
+    listed = load_settings({"CONVSYNC_REDACT_PATTERNS": r'["ACME-\\d+", "secret"]'})
+    assert listed.redactor("ACME-1 secret") == f"{CUSTOM} {CUSTOM}"
+    assert load_settings({"CONVSYNC_REDACT": "false"}).redactor("a@b.example") == "a@b.example"
+
+
+@pytest.mark.parametrize(
+    "uuid", ["12345678-1234-5678-1234-567812345678", "b4d2e8f0-1234-5678-9abc-def012345678"]
+)
+def test_uuids_are_never_taken_for_phone_numbers(uuid: str) -> None:
+    assert redact(f"run {uuid} failed; call 555-123-4567") == f"run {uuid} failed; call {PHONE}"

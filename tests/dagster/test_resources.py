@@ -128,6 +128,7 @@ def test_every_variable_reaches_its_resource_field() -> None:
         "redact": False,
         "mode": "auto",
         "batch_threshold": 500,
+        "redact_patterns": [],
     }
     # The key is no field of any resource: it stays in the environment, for the SDK alone.
     shown = serialize_value(

@@ -30,7 +30,7 @@ from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.resources.analyzer import make_analyzer
 from convsync_pipeline.settings import Settings, load_settings
 from convsync_pipeline.store.base import DateLockedError, Store, StoreLocks
-from tests.fixtures.openai_server import FakeOpenAIServer, by_conversation
+from tests.fixtures.openai_server import FakeOpenAIServer, Reply, by_conversation
 
 API_KEY = "sk-test-BATCH-1234567890"
 D = "2026-03-04"
@@ -127,6 +127,27 @@ def assert_consistent(store: Store) -> None:
         counts[c["processingStatus"]] += 1
     assert doc["processedCount"] == counts["success"]
     assert {k: doc["summary"][k] for k in counts} == counts
+
+
+def test_request_lines_and_errors_go_through_the_one_redactor(store_factory, openai_server):
+    """The user's own patterns (CONVSYNC_REDACT_PATTERNS) mask the batch's request lines as
+    they mask live requests, and an error line echoing the words is stored redacted."""
+    store = store_factory()
+    seed(store, ["c0", "c1"])
+    settings = batch_settings(openai_server.base_url, CONVSYNC_REDACT_PATTERNS='["mail me"]')
+    openai_server.behaviour = by_conversation(
+        {"c1": Reply("bad_request", message="cannot process: mail me at a.b@example.com")}
+    )
+    run_pass(store, settings)
+    sent = json.dumps(openai_server.batch.lines)
+    assert "mail me" not in sent and "a.b@example.com" not in sent
+    assert "[REDACTED]" in sent and "[EMAIL]" in sent
+    openai_server.batch.run_to_end()
+    run_pass(store, settings)
+    failed = state(store)["c1"]
+    assert failed["retryCount"] == 1 and "cannot process" in failed["processingError"]
+    assert "mail me" not in failed["processingError"]
+    assert "a.b@example.com" not in failed["processingError"]
 
 
 # ---------------------------------------------------------------------------- the main path
