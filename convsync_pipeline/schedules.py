@@ -28,6 +28,15 @@ def build_daily_schedule(settings: Settings):
     def convsync_daily_schedule(context: ScheduleEvaluationContext) -> RunRequest:
         moment = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         date = previous_day(moment, settings)
-        return RunRequest(run_key=f"scheduled:{date}", partition_key=date)
+        if not settings.reanalyse_on_version_change:
+            return RunRequest(run_key=f"scheduled:{date}", partition_key=date)
+        # CONVSYNC_REANALYSE_ON_VERSION_CHANGE: the day's answers of another analysis version
+        # are made due again by the same run (exactly once per version, as any re-analysis).
+        return RunRequest(
+            run_key=f"scheduled:{date}",
+            partition_key=date,
+            run_config={"ops": {"ai_analysis": {"config": {"reanalyse": True}}}},
+            tags={"convsync/reanalyse": "on-version-change"},
+        )
 
     return convsync_daily_schedule

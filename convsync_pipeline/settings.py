@@ -65,6 +65,9 @@ class Settings(BaseModel):
     max_inflate_ratio: float = 100.0
     max_inflated_mb: int = 51_200
     spill_dir: str | None = None
+    # The daily schedule's run also re-analyses the previous day's answers of another
+    # analysis version (off: a prompt or model change never costs money by surprise).
+    reanalyse_on_version_change: bool = False
     openai_mode: str = "live"
     batch_threshold: int = DEFAULT_BATCH_THRESHOLD
     batch_poll_seconds: int = DEFAULT_BATCH_POLL_SECONDS
@@ -215,6 +218,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_inflated_mb=_int(env, "CONVSYNC_MAX_INFLATED_MB", 51_200, 1, 1_073_741_824),
         spill_dir=_spill_dir(env),
+        reanalyse_on_version_change=_bool(env, "CONVSYNC_REANALYSE_ON_VERSION_CHANGE", False),
         openai_mode=openai_mode,
         batch_threshold=_int(
             env, "CONVSYNC_BATCH_THRESHOLD", DEFAULT_BATCH_THRESHOLD, 0, 100_000_000

@@ -35,11 +35,19 @@ from convsync_pipeline.core.analysis import (
     Resolution,
     Sentiment,
     TokenUsage,
+    analysis_version,
+    fingerprint,
 )
 from convsync_pipeline.core.document import Conversation, Message
 
 ANALYZER_NAME = "local"
 MODEL_NAME = "convsync-local-rules-v1"
+# Bump when the rules or lexicon change what an analysis says: it is the local analyser's
+# prompt version, and changing it makes earlier answers re-analysable.
+RULES_VERSION = "2026-11-29.1"
+ANALYSIS_VERSION = analysis_version(
+    ANALYZER_NAME, MODEL_NAME, RULES_VERSION, fingerprint(ANALYZER_NAME, MODEL_NAME, RULES_VERSION)
+)
 
 CUSTOMER_ROLES = frozenset(
     {
@@ -520,6 +528,7 @@ class LocalAnalyzer:
 
     name = ANALYZER_NAME
     model = MODEL_NAME
+    version = ANALYSIS_VERSION
 
     def __init__(self) -> None:
         self._vader = SentimentIntensityAnalyzer()
@@ -566,6 +575,8 @@ class LocalAnalyzer:
             escalationNeeded=_escalation_needed(whole, messages, score, resolution),
             analyzer=ANALYZER_NAME,
             model=MODEL_NAME,
+            promptVersion=RULES_VERSION,
+            analysisVersion=ANALYSIS_VERSION,
             usage=usage,
         )
 
@@ -767,5 +778,7 @@ def _empty_analysis(usage: TokenUsage) -> Analysis:
         escalationNeeded=False,
         analyzer=ANALYZER_NAME,
         model=MODEL_NAME,
+        promptVersion=RULES_VERSION,
+        analysisVersion=ANALYSIS_VERSION,
         usage=usage,
     )

@@ -51,11 +51,14 @@ from pydantic import ValidationError
 
 from convsync_pipeline.analyzers.ratelimit import RateLimiter, Reservation
 from convsync_pipeline.core.analysis import (
+    PROMPT_VERSION,
     Analysis,
     ConversationAnalysisError,
     ModelVerdict,
     SystemAnalysisError,
     TokenUsage,
+    analysis_version,
+    fingerprint,
 )
 from convsync_pipeline.core.document import Conversation
 from convsync_pipeline.core.redaction import Redactor, compile_patterns
@@ -176,6 +179,15 @@ def build_response_format() -> dict[str, Any]:
 
 
 _SYSTEM_MESSAGE = {"role": "system", "content": SYSTEM_PROMPT}
+# Prompt text and response schema as sent: editing either changes the analysis version.
+PROMPT_FINGERPRINT = fingerprint(
+    SYSTEM_PROMPT, json.dumps(build_response_format(), sort_keys=True, default=str)
+)
+
+
+def openai_analysis_version(model: str) -> str:
+    """The analysis version of answers `model` gives to this prompt and schema."""
+    return analysis_version("openai", model.strip(), PROMPT_VERSION, PROMPT_FINGERPRINT)
 
 
 def build_messages(
@@ -262,6 +274,7 @@ class OpenAIAnalyzer:
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
         self.model = model.strip()
+        self.version = openai_analysis_version(self.model)
         self.base_url = base_url
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
@@ -427,6 +440,7 @@ class OpenAIAnalyzer:
                 **verdict.model_dump(),
                 analyzer=self.name,
                 model=completion.model or self.model,
+                analysisVersion=self.version,
                 usage=usage,
             )
         except ValidationError as error:

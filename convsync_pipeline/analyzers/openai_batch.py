@@ -26,6 +26,7 @@ from convsync_pipeline.analyzers.openai import (
     OpenAIAnalyzer,
     _usage,
     _validation_message,
+    openai_analysis_version,
     scrub_secrets,
 )
 from convsync_pipeline.core.analysis import Analysis, ConversationAnalysisError, SystemAnalysisError
@@ -75,6 +76,7 @@ def analysis_from_body(body: dict[str, Any], model: str) -> Analysis:
             **verdict.model_dump(),
             analyzer=OpenAIAnalyzer.name,
             model=completion.model or model,
+            analysisVersion=openai_analysis_version(model),
             usage=_usage(completion.usage),
         )
     except ValidationError as error:

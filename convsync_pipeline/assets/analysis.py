@@ -6,6 +6,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Backoff,
+    Config,
     Failure,
     Jitter,
     MaterializeResult,
@@ -13,6 +14,7 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from pydantic import Field
 
 from convsync_pipeline.assets.markdown import date_totals, plain, table
 from convsync_pipeline.assets.ranges import (
@@ -23,8 +25,14 @@ from convsync_pipeline.assets.ranges import (
 )
 from convsync_pipeline.core.document import DateDocument
 from convsync_pipeline.core.status import batch_of
+from convsync_pipeline.core.summary import answer_versions
 from convsync_pipeline.partitions import BACKFILL_POLICY, daily_partitions
-from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError, analyse_date
+from convsync_pipeline.pipeline.analyse import (
+    AnalysisReport,
+    AnalysisSystemError,
+    Reanalyse,
+    analyse_date,
+)
 from convsync_pipeline.pipeline.documents import load_document
 from convsync_pipeline.resources.analyzer import AnalyzerNotReadyError, AnalyzerResource
 from convsync_pipeline.resources.blob_lock import BlobLockResource
@@ -46,8 +54,29 @@ CHECK_DESCRIPTIONS = {
         "No conversation has used up CONVSYNC_MAX_ATTEMPTS; failed ones wait for review: "
         "`convsync failed DATE`, then `convsync requeue DATE`. A warning: it does not fail runs."
     ),
+    "single_analysis_version": (
+        "All the date's answers come from one analysis version (analyser, model, prompt). "
+        "Mixed versions are a warning: `convsync reanalyse --from D --to D` brings the date "
+        "up to the current one."
+    ),
 }
 CHECKS = tuple(CHECK_DESCRIPTIONS)
+
+
+class AnalysisConfig(Config):
+    """Per-run choices of `ai_analysis` (the launchpad of a run or of a backfill)."""
+
+    reanalyse: bool = Field(
+        default=False,
+        description="Re-analyse: make each date's `success` conversations whose analysis "
+        "version is not the current one due again, once per version (their old answers stay "
+        "until the new ones succeed). Same as `convsync reanalyse --from D1 --to D2`.",
+    )
+    if_version_not: str | None = Field(
+        default=None,
+        description="With `reanalyse`: also leave alone answers of this version (as "
+        "`--if-version-not V`).",
+    )
 
 
 def build_analysis_asset(settings: Settings):
@@ -70,6 +99,7 @@ def build_analysis_asset(settings: Settings):
     )
     def ai_analysis(
         context: AssetExecutionContext,
+        config: AnalysisConfig,
         blob_store: BlobStoreResource,
         blob_lock: BlobLockResource,
         analyzer: AnalyzerResource,
@@ -88,6 +118,12 @@ def build_analysis_asset(settings: Settings):
             analyzer.check_ready()
         except (StoreError, AnalyzerNotReadyError) as error:
             raise Failure(str(error), allow_retries=False) from None
+        current = analyzer.analysis_version()
+        reanalyse = (
+            Reanalyse(target=current, if_version_not=config.if_version_not)
+            if config.reanalyse
+            else None
+        )
         last_try = context.retry_number >= max(settings.max_attempts - 1, 0)
         dates = dates_for_this_try(context, "ai_analysis")
         note_finished_earlier(context, [d for d in context.partition_keys if d not in dates])
@@ -104,6 +140,7 @@ def build_analysis_asset(settings: Settings):
                     date,
                     context.run_id,
                     make_batch_client=analyzer.batch_client_factory(),
+                    reanalyse=reanalyse,
                 )
             except DateLockedError as error:
                 set_aside_locked(context, error, locked)
@@ -122,7 +159,9 @@ def build_analysis_asset(settings: Settings):
                 continue
             after[date] = load_document(store, date).document
             context.add_asset_metadata(
-                date_totals(after[date].count_statuses()) | _metadata(report, settings),
+                date_totals(after[date].count_statuses())
+                | _metadata(report, settings)
+                | version_metadata(after[date], current),
                 partition_key=date,
             )
         if retry:
@@ -152,6 +191,20 @@ def analysis_kinds(settings: Settings) -> set[str]:
     if settings.analyzer == "openai":
         kinds.add("openai")
     return kinds
+
+
+def version_metadata(document: DateDocument, current: str) -> dict:
+    versions = answer_versions(document)
+    metadata: dict = {
+        "analysis_version": current,
+        "at_current_version": versions.get(current, 0),
+        "other_versions": sum(n for v, n in versions.items() if v != current),
+    }
+    if versions:
+        metadata["analysis_versions"] = MetadataValue.md(
+            table(["analysis version", "answers"], versions.most_common())
+        )
+    return metadata
 
 
 def _retry_message(retry: list[AnalysisReport], locked: list[DateLockedError]) -> str:
@@ -199,6 +252,8 @@ def _metadata(report, settings: Settings) -> dict:
         "still_due": report.still_due,
         "deferred_by_batch_size": report.deferred,
         "recovered_interrupted": report.recovered_interrupted,
+        "reanalysis_marked": report.reanalysis_marked,
+        "reanalysis_failed": report.reanalysis_failed,
         "document_version": report.version,
         "document_saves": report.saves,
         "seconds": report.seconds,
@@ -311,6 +366,7 @@ def _checks(document) -> list[AssetCheckResult]:
     ids = [c.id for c in document.conversations]
     counts = document.count_statuses()
     failed = [c for c in document.conversations if c.processing_status == "failed"]
+    versions = answer_versions(document)
     in_batches = sum(1 for c in document.conversations if batch_of(c) is not None)
     return [
         AssetCheckResult(
@@ -336,6 +392,16 @@ def _checks(document) -> list[AssetCheckResult]:
             metadata={
                 "failed": len(failed),
                 "failed_ids": MetadataValue.json([c.id for c in failed[:100]]),
+            },
+        ),
+        AssetCheckResult(
+            check_name="single_analysis_version",
+            passed=len(versions) <= 1,
+            severity=AssetCheckSeverity.WARN,
+            description=CHECK_DESCRIPTIONS["single_analysis_version"],
+            metadata={
+                "versions": len(versions),
+                "answers_by_version": MetadataValue.json(dict(versions.most_common())),
             },
         ),
     ]

@@ -74,7 +74,7 @@ def build_operations_definitions(settings: Settings) -> dict[str, list[Any]]:
                 table(
                     ["date", "id", "attempts", "last error", "first customer words"],
                     [
-                        [e.date, e.id, e.attempts, e.last_error or "", e.first_words]
+                        [e.date, e.id, e.attempts, e.error_shown, e.first_words]
                         for e in listing.entries
                     ],
                     limit=DEAD_LETTER_ROWS,

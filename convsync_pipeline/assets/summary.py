@@ -79,6 +79,9 @@ def _metadata(summary: DailySummary) -> dict:
         "mean_sentiment": summary.meanSentimentScore or 0.0,
         "escalation_rate": summary.escalationRate or 0.0,
         "document_version": summary.documentVersion,
+        "analysis_versions": MetadataValue.json(summary.analysisVersions),
+        "mixed_versions": summary.mixedVersions,
+        "awaiting_reanalysis": summary.awaitingReanalysis,
         "sentiment": MetadataValue.json(summary.sentiment),
         "top_topics": MetadataValue.md(
             table(["topic", "conversations"], [[t.topic, t.count] for t in summary.topTopics])

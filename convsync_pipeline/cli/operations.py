@@ -1,4 +1,4 @@
-"""`convsync status | failed | requeue | migrate | compact | report`: thin shells over
+"""`convsync status | failed | requeue | reanalyse | migrate | compact | report`: thin shells over
 `operations`.
 
 Each handler parses its arguments, calls one operation and prints; all the logic (and every
@@ -64,6 +64,29 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="only these conversations (default: every failed one of DATE)",
     )
     requeue.set_defaults(handler=_requeue)
+
+    reanalyse = commands.add_parser(
+        "reanalyse",
+        help="re-analyse answers of another analysis version (a new prompt or model)",
+        description=(
+            "Make the success conversations of D1..D2 whose analysis version (analyser, model, "
+            "prompt) is not the current one due again, and analyse them: each once per "
+            "version, their old answers kept until the new ones succeed. Prints the count "
+            "and the estimated tokens and cost first; --dry-run stops there."
+        ),
+    )
+    reanalyse.add_argument("--from", dest="start", metavar="D1", required=True)
+    reanalyse.add_argument("--to", dest="end", metavar="D2", required=True)
+    reanalyse.add_argument(
+        "--if-version-not",
+        dest="if_version_not",
+        metavar="V",
+        help="also leave alone answers of version V (default: only the current version's)",
+    )
+    reanalyse.add_argument(
+        "--dry-run", action="store_true", help="print what it would send and cost; send nothing"
+    )
+    reanalyse.set_defaults(handler=_reanalyse)
 
     migrate = commands.add_parser(
         "migrate", help="add processingStatus & co. to legacy date documents"
@@ -237,6 +260,7 @@ def _no_document(problems: Sequence[DocumentProblem], date: str) -> None:
 @_user_errors
 def _status(args: argparse.Namespace) -> int:
     from convsync_pipeline.operations.status import collect_status
+    from convsync_pipeline.resources.analyzer import settings_analysis_version
 
     settings = load_settings()
     date = parse_date(args.date) if args.date else None
@@ -252,7 +276,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for row in report.dates:
         if row.counts is None:
-            rows.append([row.date, "-", "-", "-", "-", "-", "-", "-", "unreadable"])
+            rows.append([row.date, "-", "-", "-", "-", "-", "-", "-", "unreadable", "-"])
             continue
         c = row.counts
         rows.append(
@@ -266,6 +290,7 @@ def _status(args: argparse.Namespace) -> int:
                 row.processed_count,
                 row.version,
                 row.updated_at or "-",
+                row.at_current_version,
             ]
         )
     totals = report.totals
@@ -280,9 +305,11 @@ def _status(args: argparse.Namespace) -> int:
             report.processed_total,
             "",
             "",
+            report.at_current_total,
         ]
     )
     print(f"store: {store.url}")
+    print(f"current analysis version: {settings_analysis_version(settings)}")
     print(
         _text_table(
             [
@@ -295,6 +322,7 @@ def _status(args: argparse.Namespace) -> int:
                 "processedCount",
                 "version",
                 "last update",
+                "at-current-version",
             ],
             rows,
         )
@@ -340,7 +368,13 @@ def _failed(args: argparse.Namespace) -> int:
             _text_table(
                 ["date", "id", "attempts", "last error", "first customer words"],
                 [
-                    [e.date, e.id, e.attempts, _clip(e.last_error, ERROR_CHARS), e.first_words]
+                    [
+                        e.date,
+                        e.id,
+                        e.attempts,
+                        _clip(e.error_shown, ERROR_CHARS + 31 * bool(e.reanalysis_to)),
+                        e.first_words,
+                    ]
                     for e in listing.entries
                 ],
             )
@@ -387,6 +421,89 @@ def _requeue(args: argparse.Namespace) -> int:
     else:
         print(f"nothing to requeue: {date} has no failed conversations")
     return 0 if outcome.ok else 1
+
+
+def _money(value: float | None) -> str:
+    return "unknown (no price for this model)" if value is None else f"${value:,.4f}"
+
+
+@_user_errors
+def _reanalyse(args: argparse.Namespace) -> int:
+    from convsync_pipeline.cli import CommandError
+    from convsync_pipeline.operations.reanalyse import plan_reanalysis, reanalyse_dates
+    from convsync_pipeline.pipeline.analyse import AnalysisReport, AnalysisSystemError
+    from convsync_pipeline.resources.analyzer import (
+        AnalyzerResource,
+        make_analyzer,
+        settings_analysis_version,
+    )
+
+    start, end = check_range(args.start, args.end)
+    settings = load_settings()
+    store = existing_store(settings)
+    target = settings_analysis_version(settings)
+    dates = stored_dates(store, start, end)
+    print(f"current analysis version: {target}")
+    if not dates:
+        print(f"no date documents from {start} to {end} in {store.url}")
+        return 0
+    with ProgressLine("reanalyse") as progress:
+        plan = plan_reanalysis(
+            store, settings, dates, target, if_version_not=args.if_version_not, progress=progress
+        )
+    rows = [[d.date, d.to_mark, d.already_due, d.prompt_tokens, d.completion_tokens]
+            for d in plan.dates if d.conversations]
+    if rows:
+        print(_text_table(
+            ["date", "to re-analyse", "already due", "prompt tokens", "completion tokens"], rows
+        ))
+    usage = plan.usage
+    print(
+        f"{plan.conversations} conversation(s) on {len(rows)} date(s) of {len(dates)}; "
+        f"estimated {usage.promptTokens:,} prompt + {usage.completionTokens:,} completion "
+        f"tokens; cost {_money(plan.cost_usd())} live, {_money(plan.cost_usd(batch=True))} "
+        "with the Batch API"
+    )
+    for problem in plan.problems:
+        _warn(f"skipped: {problem}")
+    if args.dry_run or not plan.conversations:
+        if args.dry_run:
+            print("dry run: nothing marked, nothing sent")
+        return 1 if plan.problems else 0
+    todo = [d.date for d in plan.dates if d.conversations]  # unreadable dates are not planned
+
+    def show(report: AnalysisReport) -> None:
+        print(
+            f"{report.date}: {report.reanalysis_marked} marked, {report.succeeded} analysed, "
+            f"{report.failed_attempts} failed attempt(s), {report.reanalysis_failed} kept "
+            f"their old answer after all attempts, {report.still_due} still due"
+        )
+
+    locked: list[str] = []
+
+    def skip(error: Exception) -> None:
+        locked.append(str(error))
+        _warn(f"skipped, run it again later: {error}")
+
+    try:
+        reanalyse_dates(
+            store,
+            locks_from_settings(store, settings),
+            settings,
+            lambda: make_analyzer(settings),
+            todo,
+            target,
+            owner=owner_id("reanalyse"),
+            if_version_not=args.if_version_not,
+            on_date=show,
+            # CONVSYNC_OPENAI_MODE decides, as for ai_analysis: live, or a batch whose
+            # answers the next run (or the batch sensor) folds in.
+            make_batch_client=AnalyzerResource.from_settings(settings).batch_client_factory(),
+            on_locked=skip,
+        )
+    except AnalysisSystemError as error:
+        raise CommandError(f"{error} (nothing was charged an attempt)") from None
+    return 1 if plan.problems or locked else 0
 
 
 @_user_errors

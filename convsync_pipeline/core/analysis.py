@@ -7,13 +7,16 @@ stored: the verdict plus who produced it and what it cost.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from convsync_pipeline.core.document import Conversation
 
 PROMPT_VERSION = "2026-11-29.1"
+UNVERSIONED = "unversioned"  # how an analysis stored before versions existed is shown
 
 Sentiment = Literal["positive", "neutral", "negative"]
 Resolution = Literal["resolved", "unresolved", "unknown"]
@@ -48,7 +51,36 @@ class Analysis(ModelVerdict):
     analyzer: str
     model: str
     promptVersion: str = PROMPT_VERSION
+    # What produced it (`analysis_version`): an answer of another version can be re-analysed.
+    analysisVersion: str
     usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+def fingerprint(*texts: str) -> str:
+    """A short, stable hash of what shapes an answer (prompt text, response schema, rules):
+    any edit changes the version even when nobody remembered to bump `PROMPT_VERSION`."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+def analysis_version(analyzer: str, model: str, prompt_version: str, digest: str) -> str:
+    """The analysis version: analyser, model, prompt (or rules) version and `fingerprint`.
+
+    Compared for equality only; readable so that `convsync status` and the summary can show
+    it as it is."""
+    return f"{analyzer}:{model}:{prompt_version}:{digest}"
+
+
+def version_of(analysis: Mapping[str, Any] | None) -> str | None:
+    """The version a stored analysis names; None for one stored before versions existed
+    (or a legacy analysis kept verbatim), which is never the current version."""
+    if not isinstance(analysis, Mapping):
+        return None
+    version = analysis.get("analysisVersion")
+    return version if isinstance(version, str) and version else None
 
 
 class ConversationAnalysisError(Exception):
@@ -68,6 +100,7 @@ class Analyzer(Protocol):
 
     name: str
     model: str
+    version: str  # `analysis_version` of what this analyser produces
 
     async def preflight(self) -> None:
         """Raise SystemAnalysisError now if the analyser cannot work at all (bad key, no model).

@@ -35,6 +35,19 @@ class Message(_Model):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
+# Fields a conversation carries only while they mean something (a re-analysis, SPEC 7): absent
+# otherwise, so a document whose conversations were never re-analysed is byte for byte what it
+# was. Kept as pydantic extras; `core.status.transition` drops a cleared one
+# (DROPPED_WHEN_CLEARED).
+PREVIOUS_ANALYSIS = "previousAnalysis"  # the standing answer while a re-analysis is due
+REANALYSIS = "reanalysis"  # the re-analysis asked for: versions, when, and how it ended
+BATCH_ID = "batchId"  # the batch token a `processing` conversation waits on (batch mode)
+OPTIONAL_FIELDS = (PREVIOUS_ANALYSIS, REANALYSIS, BATCH_ID)
+# Dropped, not written as null, once cleared (`batchId` stays as null once a conversation
+# has been in a batch: batch mode's choice).
+DROPPED_WHEN_CLEARED = (PREVIOUS_ANALYSIS, REANALYSIS)
+
+
 class Conversation(_Model):
     id: str
     started_at: str = Field(alias="startedAt")
@@ -49,6 +62,20 @@ class Conversation(_Model):
     # Kept as a plain dict: a legacy analysis is kept verbatim (SPEC section 9); new ones are
     # validated by `core.analysis.Analysis` before they get here.
     analysis: dict[str, Any] | None = None
+
+    def value_of(self, name: str) -> Any:
+        """An attribute, or one of OPTIONAL_FIELDS (None when absent)."""
+        if name in OPTIONAL_FIELDS:
+            return (self.__pydantic_extra__ or {}).get(name)
+        return getattr(self, name)
+
+    @property
+    def previous_analysis(self) -> dict[str, Any] | None:
+        return self.value_of(PREVIOUS_ANALYSIS)
+
+    @property
+    def reanalysis(self) -> dict[str, Any] | None:
+        return self.value_of(REANALYSIS)
 
 
 class StatusSummary(_Model):

@@ -28,13 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from convsync_pipeline.core.document import Conversation, DateDocument, Status
 from convsync_pipeline.core.status import InvalidTransitionError, transition
 
-# The fields a change may set, JSON name -> model attribute. Status aside, nothing else of a
-# conversation ever changes after it is appended.
+# The fields a change may set, JSON name -> model attribute (an optional field: its JSON
+# name, see `core.document.OPTIONAL_FIELDS`). Status aside, nothing else of a conversation
+# ever changes after it is appended.
 CHANGE_FIELDS: dict[str, str] = {
     "retryCount": "retry_count",
     "processingError": "processing_error",
     "processedAt": "processed_at",
     "analysis": "analysis",
+    "previousAnalysis": "previousAnalysis",
+    "reanalysis": "reanalysis",
     # The batch (our token, `core.batch_ledger`) a conversation is `processing` under; kept
     # as an extra field of the conversation, present only on those ever sent in a batch.
     "batchId": "batchId",
@@ -65,9 +68,9 @@ class Change:
     def between(cls, before: Conversation, after: Conversation) -> Change:
         """The change that turns `before` into `after` (both states of one conversation)."""
         changed = {
-            name: getattr(after, attribute, None)
+            name: after.value_of(attribute)
             for name, attribute in CHANGE_FIELDS.items()
-            if getattr(after, attribute, None) != getattr(before, attribute, None)
+            if after.value_of(attribute) != before.value_of(attribute)
         }
         return cls(after.id, after.processing_status, changed)
 
@@ -89,6 +92,8 @@ class _ChangeModel(BaseModel):
     processingError: str | None = None
     processedAt: str | None = None
     analysis: dict[str, Any] | None = None
+    previousAnalysis: dict[str, Any] | None = None
+    reanalysis: dict[str, Any] | None = None
     batchId: str | None = None
 
     @model_validator(mode="after")

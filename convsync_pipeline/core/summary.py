@@ -7,8 +7,9 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
+from convsync_pipeline.core.analysis import UNVERSIONED, version_of
 from convsync_pipeline.core.dates import utc_now_iso
-from convsync_pipeline.core.document import DateDocument, StatusSummary
+from convsync_pipeline.core.document import Conversation, DateDocument, StatusSummary
 
 TOP_TOPICS = 10
 
@@ -39,6 +40,13 @@ class DailySummary(BaseModel):
     escalations: int
     messagesPerConversation: MessageStats
     tokens: dict[str, int]
+    # Which analysis versions the answers summarised come from (SPEC 7); more than one:
+    # `mixedVersions`, and the asset check `single_analysis_version` warns.
+    analysisVersions: dict[str, int] = Field(default_factory=dict)
+    mixedVersions: bool = False
+    # Conversations being re-analysed: their previous answer is counted until the new one
+    # succeeds (nothing is lost in between).
+    awaitingReanalysis: int = 0
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -51,14 +59,36 @@ def topics_of(analysis: dict) -> set[str]:
     return {str(topic).lower() for topic in (analysis.get("topics") or []) if topic}
 
 
+def standing_answer(conversation: Conversation) -> dict | None:
+    """The answer a conversation stands by: a success's analysis, or the previous answer of
+    one being re-analysed (until the new one succeeds); None when it has none."""
+    if conversation.processing_status == "success":
+        return conversation.analysis
+    return conversation.previous_analysis
+
+
+def answer_versions(document: DateDocument) -> Counter[str]:
+    """How many standing answers of each analysis version the date holds."""
+    versions = Counter[str]()
+    for conversation in document.conversations:
+        answer = standing_answer(conversation)
+        if isinstance(answer, dict):
+            versions[version_of(answer) or UNVERSIONED] += 1
+    return versions
+
+
 def build_daily_summary(document: DateDocument) -> DailySummary:
-    """Aggregate what the analysed conversations say; only `success` ones carry an analysis."""
+    """Aggregate what the standing answers say: each `success`'s analysis, and the previous
+    answer of each conversation being re-analysed."""
     counts = document.count_statuses()
-    analyses = [
-        c.analysis
-        for c in document.conversations
-        if c.processing_status == "success" and isinstance(c.analysis, dict)
-    ]
+    analyses = []
+    awaiting = 0
+    for c in document.conversations:
+        answer = standing_answer(c)
+        if isinstance(answer, dict):
+            analyses.append(answer)
+            awaiting += c.processing_status != "success"
+    versions = Counter(version_of(a) or UNVERSIONED for a in analyses)
     sentiment = Counter({"positive": 0, "neutral": 0, "negative": 0})
     sentiment.update(str(a.get("sentiment")) for a in analyses if a.get("sentiment"))
     scores = [
@@ -102,4 +132,7 @@ def build_daily_summary(document: DateDocument) -> DailySummary:
             name: tokens[name]
             for name in ("promptTokens", "completionTokens", "cachedTokens", "totalTokens")
         },
+        analysisVersions=dict(versions.most_common()),
+        mixedVersions=len(versions) > 1,
+        awaitingReanalysis=awaiting,
     )

@@ -1,6 +1,8 @@
 """Dead letters: conversations `failed` for good, listed for review and requeued by hand.
 
 A failed conversation spent all its attempts (SPEC section 7); nothing retries it on its own.
+So did a failed re-analysis, listed here too: its conversation stays `success` with its old
+answer (`reanalysisTo` names the version that could not be reached); requeue tries again.
 `requeue_failed` gives it a fresh set through `status.requeue`, the one state machine, under
 the date lock and in one log entry (then a checkpoint), so a running analysis can never race
 the reset.
@@ -41,6 +43,13 @@ class FailedConversation:
     last_error: str | None
     first_words: str
     source: str
+    reanalysis_to: str | None = None  # a failed re-analysis to this version (old answer kept)
+
+    @property
+    def error_shown(self) -> str:
+        """The last error as tables show it, a failed re-analysis said to be one."""
+        prefix = "re-analysis (old answer kept): " if self.reanalysis_to else ""
+        return prefix + (self.last_error or "")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +59,7 @@ class FailedConversation:
             "lastError": self.last_error,
             "firstCustomerWords": self.first_words,
             "source": self.source,
+            "reanalysisTo": self.reanalysis_to,
         }
 
 
@@ -104,23 +114,33 @@ def first_customer_words(
 def failed_in(
     document: DateDocument, redactor: Redactor | None = None
 ) -> list[FailedConversation]:
-    """The failed conversations, their words and error through `redactor` (default: the
-    display redactor of CONVSYNC_REDACT / CONVSYNC_REDACT_PATTERNS)."""
+    """The failed conversations, and re-analyses that failed (their old answer kept), their
+    words and error through `redactor` (default: the display redactor of CONVSYNC_REDACT /
+    CONVSYNC_REDACT_PATTERNS)."""
     from convsync_pipeline.settings import display_redactor
 
     redactor = redactor or display_redactor()
-    return [
-        FailedConversation(
-            date=document.date,
-            id=c.id,
-            attempts=c.retry_count,
-            last_error=redactor(c.processing_error) if c.processing_error else None,
-            first_words=first_customer_words(c, redactor=redactor),
-            source=c.source,
+    found = []
+    for c in document.conversations:
+        if c.processing_status == "failed":
+            error, to = c.processing_error, None
+        elif status.reanalysis_failed(c):
+            state = c.reanalysis or {}
+            error, to = state.get("error"), str(state.get("toVersion"))
+        else:
+            continue
+        found.append(
+            FailedConversation(
+                date=document.date,
+                id=c.id,
+                attempts=c.retry_count,
+                last_error=redactor(error) if error else None,
+                first_words=first_customer_words(c, redactor=redactor),
+                source=c.source,
+                reanalysis_to=to,
+            )
         )
-        for c in document.conversations
-        if c.processing_status == "failed"
-    ]
+    return found
 
 
 def list_failed(
@@ -149,6 +169,7 @@ def requeue_failed(
     ids: Sequence[str] | None = None,
 ) -> RequeueOutcome:
     """Failed -> pending with no attempts spent, for all of `date` or only `ids`; one save.
+    A failed re-analysis is marked for re-analysis again (its answer kept meanwhile).
 
     An id that is unknown or not failed is reported and left as it is. Raises
     DateLockedError when another process holds the date.
@@ -160,11 +181,16 @@ def requeue_failed(
         if loaded.token is None:
             raise OperationError(f"no date document for {date} ({document_key(date)})")
         document = loaded.document
+        reanalysis_failed = {
+            c.id for c in document.conversations if status.reanalysis_failed(c)
+        }
         if wanted is not None:
             statuses = {c.id: c.processing_status for c in document.conversations}
             outcome.unknown = [i for i in wanted if i not in statuses]
             outcome.not_failed = {
-                i: statuses[i] for i in wanted if i in statuses and statuses[i] != "failed"
+                i: statuses[i]
+                for i in wanted
+                if i in statuses and statuses[i] != "failed" and i not in reanalysis_failed
             }
         selected = None if wanted is None else set(wanted)
 
@@ -172,7 +198,10 @@ def requeue_failed(
             return [
                 Change.between(conversation, status.requeue(conversation))
                 for conversation in state.conversations
-                if conversation.processing_status == "failed"
+                if (
+                    conversation.processing_status == "failed"
+                    or status.reanalysis_failed(conversation)
+                )
                 and (selected is None or conversation.id in selected)
             ]
 

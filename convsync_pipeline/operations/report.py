@@ -453,7 +453,7 @@ def render_report(data: ReportData) -> str:
         total_row if days else None,
     )
     failed_rows = [
-        [f.date, f.id, f.attempts, f.last_error or "", f.first_words]
+        [f.date, f.id, f.attempts, f.error_shown, f.first_words]
         for f in data.failed[:MAX_FAILED_ROWS]
     ]
     failed_more = (

@@ -15,9 +15,11 @@ from typing import Literal
 
 from convsync_pipeline.core.document import DateDocument, StatusSummary
 from convsync_pipeline.core.keys import document_key, summary_key
-from convsync_pipeline.core.status import batch_of
+from convsync_pipeline.core.status import batch_of, reanalysis_failed
+from convsync_pipeline.core.summary import answer_versions
 from convsync_pipeline.operations import DocumentProblem, Progress, load_many, read_document
 from convsync_pipeline.pipeline.documents import CorruptDocumentError, LoadedDocument
+from convsync_pipeline.resources.analyzer import settings_analysis_version
 from convsync_pipeline.settings import Settings
 from convsync_pipeline.store.base import DateLockedError, Store
 
@@ -45,6 +47,10 @@ class DateStatus:
     updated_at: str | None = None
     notes: list[Note] = field(default_factory=list)
     problem: DocumentProblem | None = None  # why `counts` is None
+    # Standing answers (a success's, or one being re-analysed) of the current analysis
+    # version, and of any version.
+    at_current_version: int | None = None
+    answers: int | None = None
 
 
 @dataclass
@@ -58,6 +64,10 @@ class StatusReport:
             if row.counts is not None:
                 total.update({name: getattr(row.counts, name) for name in _COUNTED})
         return StatusSummary(**{name: total[name] for name in _COUNTED})
+
+    @property
+    def at_current_total(self) -> int:
+        return sum(row.at_current_version or 0 for row in self.dates)
 
     @property
     def processed_total(self) -> int:
@@ -92,12 +102,16 @@ def document_status(
 ) -> DateStatus:
     """One date's row and notes; `owner` names us if we briefly test the date lock."""
     counts = document.count_statuses()
+    current = settings_analysis_version(settings)
+    versions = answer_versions(document)
     row = DateStatus(
         date=document.date,
         counts=counts,
         processed_count=document.processed_count,
         version=document.version,
         updated_at=document.blob_meta.updated_at,
+        at_current_version=versions.get(current, 0),
+        answers=sum(versions.values()),
     )
 
     def note(kind: NoteKind, text: str) -> None:
@@ -152,6 +166,22 @@ def document_status(
         note(*kind_text)
     if counts.failed:
         note("info", f"{counts.failed} failed: see `convsync failed {document.date}`")
+    others = {v: n for v, n in versions.items() if v != current}
+    if others:
+        shown = ", ".join(f"{n} of {v}" for v, n in sorted(others.items(), key=lambda i: -i[1]))
+        note(
+            "info",
+            f"answers of other analysis versions ({shown}): `convsync reanalyse --from "
+            f"{document.date} --to {document.date} --dry-run` says what bringing them to the "
+            "current version would cost",
+        )
+    stopped = sum(1 for c in document.conversations if reanalysis_failed(c))
+    if stopped:
+        note(
+            "info",
+            f"{stopped} re-analysis(es) spent all attempts; old answers kept: see "
+            f"`convsync failed {document.date}`",
+        )
     bare = sum(
         1 for c in document.conversations if c.processing_status == "success" and c.analysis is None
     )

@@ -66,6 +66,16 @@ THREAD_SAVE_AFTER_SECONDS = 0.025
 _SAVES_MEASURED = 5
 
 
+@dataclass(frozen=True)
+class Reanalyse:
+    """Make `success` conversations of another analysis version due again (SPEC 7) in the
+    pass's first entry, under the same lock: `target` is the version of the analyser about
+    to run; conversations at `if_version_not` are left alone too (`status.wants_reanalysis`)."""
+
+    target: str
+    if_version_not: str | None = None
+
+
 class AnalysisSystemError(Exception):
     """The analyser cannot work at all; nothing was charged an attempt. Message says what to fix."""
 
@@ -89,6 +99,8 @@ class AnalysisReport:
     usage: TokenUsage = field(default_factory=TokenUsage)
     errors: Counter[str] = field(default_factory=Counter)
     version: int = 0
+    reanalysis_marked: int = 0  # success conversations made due again for a new version
+    reanalysis_failed: int = 0  # re-analyses that spent all attempts (old answer kept)
     mode: str = "live"  # how this pass sent what was due: live, batch (or nothing to send)
     batch: BatchOutcome | None = None  # what the batch part did (folded, submitted)
 
@@ -159,11 +171,35 @@ class _Pass:
             return Draft(changes=changes)
 
         if self.writer.append(draft) is not None:
-            report = self.report
-            report.recovered_interrupted += len(recovered)
-            report.failed_attempts += len(recovered)
-            report.newly_failed += sum(1 for change in recovered if change.to == "failed")
+            self._charge_recovered(recovered)
         return marked
+
+    def _charge_recovered(self, recovered: list[Change]) -> None:
+        report = self.report
+        report.recovered_interrupted += len(recovered)
+        report.failed_attempts += len(recovered)
+        report.newly_failed += sum(1 for change in recovered if change.to == "failed")
+        # A re-analysis out of attempts returns to its old answer rather than `failed`.
+        report.reanalysis_failed += sum(1 for change in recovered if change.to == "success")
+
+    def mark_reanalysis(self, request: Reanalyse) -> None:
+        """One entry marking every conversation the request wants (nothing if none)."""
+        marked: list[Change] = []
+        recovered: list[Change] = []
+
+        def draft() -> Draft:
+            # As in `write`: an older holder's entry folded at our number may mark more.
+            recovered[:] = [] if self.writer.wrote_entry else self._recoveries()
+            marked[:] = [
+                Change.between(c, status.mark_for_reanalysis(c, request.target))
+                for c in self.conversations
+                if status.wants_reanalysis(c, request.target, request.if_version_not)
+            ]
+            return Draft(changes=recovered + marked)
+
+        if self.writer.append(draft) is not None:
+            self._charge_recovered(recovered)
+            self.report.reanalysis_marked = len(marked)
 
     def _recoveries(self) -> list[Change]:
         changes = []
@@ -242,11 +278,14 @@ def analyse_date(
     date: str,
     owner: str,
     make_batch_client: Callable[[], BatchClient] | None = None,
+    reanalyse: Reanalyse | None = None,
 ) -> AnalysisReport:
     """Hold the date lock for the whole pass; return what happened.
 
     With `make_batch_client` (the openai analyser), the pass first folds the date's finished
-    batches, then sends what is due live or as a new batch (`choose_mode`)."""
+    batches, then sends what is due live or as a new batch (`choose_mode`). `reanalyse`: first
+    make the conversations it asks for due again (in the same pass, under the same lock),
+    whichever way they are then sent."""
     started = time.monotonic()
     with locks.date_lock(date, owner) as lease:
         report = AnalysisReport(date=date)
@@ -264,6 +303,8 @@ def analyse_date(
                 for c in run.conversations
             ):
                 run.write([], [])  # the recovery entry: charged before anything else
+            if reanalyse is not None:
+                run.mark_reanalysis(reanalyse)
             if make_batch_client is None:
                 asyncio.run(_analyse(run, settings, make_analyzer))
             else:
@@ -456,4 +497,6 @@ def _fold(
     report.errors[message[:120]] += 1
     if updated.processing_status == "failed":
         report.newly_failed += 1
+    elif status.reanalysis_failed(updated):
+        report.reanalysis_failed += 1
     return None

@@ -132,6 +132,9 @@ class AnalyzerResource(ConfigurableResource):
             }
         )
 
+    def analysis_version(self) -> str:
+        """The version of the answers this analyser gives (without building it)."""
+        return current_analysis_version(self.kind, self.model)
     def batch_client(self) -> "BatchClient":
         """The Batch API client (openai): folds finished batches, submits new ones."""
         from convsync_pipeline.analyzers.openai_batch import BatchClient
@@ -159,6 +162,22 @@ class AnalyzerResource(ConfigurableResource):
         from convsync_pipeline.analyzers.local import LocalAnalyzer
 
         return LocalAnalyzer()
+
+
+def current_analysis_version(kind: str, model: str) -> str:
+    """The analysis version (`core.analysis.analysis_version`) of analyser `kind` on `model`."""
+    if kind == "openai":
+        from convsync_pipeline.analyzers.openai import openai_analysis_version
+
+        return openai_analysis_version(model)
+    from convsync_pipeline.analyzers.local import ANALYSIS_VERSION
+
+    return ANALYSIS_VERSION
+
+
+def settings_analysis_version(settings: Settings) -> str:
+    """The current analysis version of the configured analyser (CLI, status)."""
+    return current_analysis_version(settings.analyzer, settings.openai_model)
 
 
 def make_analyzer(settings: Settings) -> Analyzer:

@@ -70,6 +70,8 @@ def test_one_date_end_to_end(pipeline):
         "processed_count_matches": True,
         "nothing_left_processing": True,
         "no_failed": True,
+
+        "single_analysis_version": True,
         "summary_matches_document": True,
     }
 

@@ -200,6 +200,7 @@ def test_a_range_run_writes_what_runs_of_each_date_write(store_factory) -> None:
         "processed_count_matches",
         "nothing_left_processing",
         "no_failed",
+        "single_analysis_version",
         "summary_matches_document",
     }
     for evaluation in evaluations.values():

@@ -68,7 +68,7 @@ def test_every_asset_check_says_what_it_checks(tmp_path) -> None:
         for key in (AssetKey("ai_analysis"), AssetKey("daily_summary"))
         for spec in graph.get(key).assets_def.check_specs
     ]
-    assert len(specs) == 5
+    assert len(specs) == 6
     for spec in specs:
         assert spec.description and len(spec.description) > 30, spec.name
 

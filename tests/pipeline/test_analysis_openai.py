@@ -286,6 +286,8 @@ def test_success_and_failure_accounting_on_both_backends(store_factory, openai_s
         "processed_count_matches": True,
         "nothing_left_processing": True,
         "no_failed": False,
+
+        "single_analysis_version": True,
         "summary_matches_document": True,
     }
     (no_failed,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "no_failed"]
